@@ -1,0 +1,1 @@
+"""mbpo-arm: launch."""
