@@ -107,3 +107,19 @@ def mopo_penalty(std: torch.Tensor) -> torch.Tensor:
         ``[B]`` the largest member's std norm.
     """
     return std.norm(dim=-1).amax(dim=0)
+
+
+def ensemble_disagreement(mean: torch.Tensor) -> torch.Tensor:
+    """MOReL discrepancy ``max_{i,j} ||mu_i(s, a) - mu_j(s, a)||_2`` over pairs of members
+    (Kidambi et al. 2020, MOReL, sec. 4.2: the unknown state-action detector).
+
+    Args:
+        mean: ``[E, B, D]`` each member's predicted mean.
+    Returns:
+        ``[B]``; zeros for a single member.
+    """
+    out = mean.new_zeros(mean.shape[1])
+    for i in range(mean.shape[0]):
+        for j in range(i + 1, mean.shape[0]):
+            out = torch.maximum(out, (mean[i] - mean[j]).norm(dim=-1))
+    return out

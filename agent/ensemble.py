@@ -1,0 +1,233 @@
+"""Probabilistic dynamics ensemble (PETS / MBPO): configuration, model and prediction.
+
+Every member predicts a diagonal Gaussian over ``[delta_obs, (reward)]`` from
+``concat(obs, action)``; all members run in one batched computation (``EnsembleLinear``).
+Shapes use ``E`` for members, ``B`` for the batch, ``D`` for the observation size, ``A`` for
+the action size, ``D_in = D + A`` and ``D_out = D (+ 1 with a learned reward)``.
+
+Inputs and targets are both normalized with statistics fitted on the data of each training
+call, so the Gaussian NLL weighs every output dimension alike (a reward on a scale of 100
+would otherwise swamp joint deltas of 1e-3); ``predict`` maps back to raw units.
+
+Elite indices are never stored on the model: ``agent.ensemble_train.train_ensemble`` returns
+them in its report and the caller passes them back to ``predict`` and the rollouts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from agent.layers import EnsembleLinear
+from agent.math import gaussian_nll, soft_clamp
+
+ACTIVATIONS = {"silu": F.silu, "relu": F.relu, "elu": F.elu, "gelu": F.gelu, "tanh": torch.tanh}
+
+
+@dataclass
+class EnsembleConfig:
+    """The dynamics ensemble and its training (defaults: Janner et al. 2019, MBPO, app. C)."""
+
+    members: int = 7  # ensemble members E trained on bootstraps of the data
+    elites: int = 5  # members with the lowest holdout MSE used for prediction
+    hidden: int = 200  # width of every hidden layer
+    layers: int = 4  # hidden layers; the network has layers + 1 linear layers
+    activation: str = "silu"  # one of ACTIVATIONS
+    lr: float = 1e-3  # Adam learning rate
+    # L2 weight decay per linear layer, output layer included (MBPO's BNN decays)
+    weight_decay: tuple[float, ...] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
+    batch_size: int = 256  # minibatch size per member
+    holdout_ratio: float = 0.2  # fraction of the data kept out for early stopping and elites
+    max_holdout: int = 5000  # cap on the holdout size
+    patience: int = 5  # epochs without improvement before stopping
+    improvement: float = 0.01  # relative holdout-MSE decrease that counts as improvement
+    max_epochs: int | None = None  # epochs per training call; None = until early stop
+    max_epochs_per_train: int = 200  # hard cap on epochs per training call, bounds its time
+    learn_reward: bool = False  # also predict the reward (tasks without a reward function)
+    device: str = "cpu"  # torch device, set by the caller from the run config
+
+    def __post_init__(self) -> None:
+        self.weight_decay = tuple(float(w) for w in self.weight_decay)  # Hydra passes lists
+        positive = ("members", "elites", "hidden", "layers", "batch_size", "patience",
+                    "max_epochs_per_train")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"ensemble.{name} must be >= 1, got {getattr(self, name)}")
+        if self.elites > self.members:
+            raise ValueError(f"ensemble.elites ({self.elites}) must be <= members "
+                             f"({self.members})")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"ensemble.activation must be one of {sorted(ACTIVATIONS)}, "
+                             f"got {self.activation!r}")
+        if self.lr <= 0:
+            raise ValueError(f"ensemble.lr must be > 0, got {self.lr}")
+        if len(self.weight_decay) != self.layers + 1 or min(self.weight_decay) < 0:
+            raise ValueError(f"ensemble.weight_decay needs layers + 1 = {self.layers + 1} "
+                             f"non-negative values, got {list(self.weight_decay)}")
+        if not 0.0 <= self.holdout_ratio < 1.0:
+            raise ValueError(f"ensemble.holdout_ratio must be in [0, 1), got {self.holdout_ratio}")
+        if self.max_holdout < 0:
+            raise ValueError(f"ensemble.max_holdout must be >= 0, got {self.max_holdout}")
+        if self.improvement < 0:
+            raise ValueError(f"ensemble.improvement must be >= 0, got {self.improvement}")
+        if self.max_epochs is not None and self.max_epochs < 1:
+            raise ValueError(f"ensemble.max_epochs must be >= 1 or None, got {self.max_epochs}")
+
+
+class Normalizer(nn.Module):
+    """Per-feature standardisation; ``mean``/``std`` ``[D]`` are buffers (in the state_dict).
+
+    A feature whose std is below ``eps`` (e.g. constant) keeps std 1 (as MBPO's
+    ``TensorStandardScaler``).
+    """
+
+    def __init__(self, size: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("std", torch.ones(size))
+
+    @torch.no_grad()
+    def fit(self, data: torch.Tensor) -> None:
+        """Fit on ``data`` ``[N, D]``."""
+        std = data.std(dim=0, unbiased=False)
+        self.mean.copy_(data.mean(dim=0))
+        self.std.copy_(torch.where(std < self.eps, torch.ones_like(std), std))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean
+
+
+class ProbabilisticEnsemble(nn.Module):
+    """``E`` MLPs, each predicting a Gaussian over normalized ``[delta_obs, (reward)]``.
+
+    The log-variance is soft-clamped between learned bounds (Chua et al. 2018, PETS, app. A.1).
+    The bounds are per member (``[E, 1, D_out]``, mbrl-lib shares one pair) so that members stay
+    fully independent and each member's best weights can be snapshotted on their own.
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, cfg: EnsembleConfig) -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim, self.members = obs_dim, act_dim, cfg.members
+        self.learn_reward = cfg.learn_reward
+        self.in_dim, self.out_dim = obs_dim + act_dim, obs_dim + int(cfg.learn_reward)
+        sizes = [self.in_dim] + [cfg.hidden] * cfg.layers + [2 * self.out_dim]
+        self.layers = nn.ModuleList(EnsembleLinear(cfg.members, i, o)
+                                    for i, o in zip(sizes[:-1], sizes[1:], strict=True))
+        self.activation = ACTIVATIONS[cfg.activation]
+        self.max_log_var = nn.Parameter(torch.full((cfg.members, 1, self.out_dim), 0.5))
+        self.min_log_var = nn.Parameter(torch.full((cfg.members, 1, self.out_dim), -10.0))
+        self.in_norm, self.out_norm = Normalizer(self.in_dim), Normalizer(self.out_dim)
+        self.to(cfg.device)
+
+    def forward(self, x: torch.Tensor, members: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw inputs ``[E', B, D_in]`` -> normalized-target ``mean, log_var`` ``[E', B, D_out]``.
+
+        ``members`` (``[E']`` long) runs only those members, e.g. the elites; ``None`` runs all.
+        """
+        h = self.in_norm.normalize(x)
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if members is None:
+                h = layer(h)
+            else:
+                h = torch.baddbmm(layer.bias[members], h, layer.weight[members])
+            if i < last:
+                h = self.activation(h)
+        mean, raw_log_var = h.split(self.out_dim, dim=-1)
+        lo, hi = self.min_log_var, self.max_log_var
+        if members is not None:
+            lo, hi = lo[members], hi[members]
+        return mean, soft_clamp(raw_log_var, lo, hi)
+
+    def bound_loss(self) -> torch.Tensor:
+        """``0.01 (sum max_log_var - sum min_log_var)``: keeps the learned bounds tight
+        (PETS; mbrl-lib ``GaussianMLP.loss``)."""
+        return 0.01 * (self.max_log_var.sum() - self.min_log_var.sum())
+
+    def loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Training loss: per-member Gaussian NLL summed over members plus the bound term.
+
+        ``x`` raw ``[E, B, D_in]``, ``target`` normalized ``[E, B, D_out]``.
+        """
+        mean, log_var = self(x)
+        return gaussian_nll(mean, log_var, target).sum() + self.bound_loss()
+
+
+# --------------------------------------------------------------------------------- prediction
+@dataclass(frozen=True)
+class Prediction:
+    """One model step for ``B`` states, in raw units.
+
+    Attributes:
+        next_obs: ``[B, D]`` sampled from one random elite per sample (TS1; Chua et al. 2018).
+        reward: ``[B]`` sampled the same way, or ``None`` without a learned reward.
+        member_mean: ``[E_elite, B, D_out]`` each elite's predicted mean of ``[delta_obs,
+            (reward)]`` (for disagreement measures).
+        member_std: ``[E_elite, B, D_out]`` each elite's predicted std (for the MOPO penalty).
+    """
+
+    next_obs: torch.Tensor
+    reward: torch.Tensor | None
+    member_mean: torch.Tensor
+    member_std: torch.Tensor
+
+
+def member_index(model: ProbabilisticEnsemble, elites: Sequence[int], device: torch.device
+             ) -> torch.Tensor | None:
+    """Index tensor of ``elites``, or ``None`` when they are all members in order."""
+    if list(elites) == list(range(model.members)):
+        return None
+    return torch.as_tensor(list(elites), dtype=torch.long, device=device)
+
+
+@torch.no_grad()
+def predict(model: ProbabilisticEnsemble, obs: torch.Tensor, action: torch.Tensor,
+            elites: Sequence[int], generator: torch.Generator | None = None) -> Prediction:
+    """Sample ``s' ~ N(s + mu_k, sigma_k^2)`` with ``k`` a random elite per sample.
+
+    ``obs`` ``[B, D]``, ``action`` ``[B, A]``. One batched pass runs the elites only (the
+    other members' outputs would be discarded), then each sample gathers its own member.
+    """
+    if len(elites) == 0:
+        raise ValueError("predict needs at least one elite")
+    dev = obs.device
+    x = torch.cat([obs, action], dim=-1)
+    mean, log_var = model(x.expand(len(elites), -1, -1), member_index(model, elites, dev))
+    mean = model.out_norm.denormalize(mean)
+    std = torch.exp(0.5 * log_var) * model.out_norm.std
+    b = torch.arange(obs.shape[0], device=dev)
+    k = draw_index(len(elites), obs.shape[0], generator, dev)
+    noise = draw_normal(tuple(std.shape[1:]), generator, dev)
+    sample = mean[k, b] + std[k, b] * noise
+    reward = sample[:, model.obs_dim] if model.learn_reward else None
+    return Prediction(obs + sample[:, :model.obs_dim], reward, mean, std)
+
+
+def draw_uniform(shape: tuple[int, ...], generator: torch.Generator | None,
+                 device: torch.device) -> torch.Tensor:
+    """``U(0, 1)`` draws on ``device`` from a generator that may live on another device."""
+    gdev = generator.device if generator is not None else device
+    return torch.rand(shape, generator=generator, device=gdev).to(device)
+
+
+def draw_normal(shape: tuple[int, ...], generator: torch.Generator | None,
+                device: torch.device) -> torch.Tensor:
+    """Standard normal draws on ``device`` from a generator that may live on another device."""
+    gdev = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=gdev).to(device)
+
+
+def draw_index(high: int, size: int, generator: torch.Generator | None,
+               device: torch.device) -> torch.Tensor:
+    """``[size]`` uniform integers in ``[0, high)`` on ``device``."""
+    gdev = generator.device if generator is not None else device
+    return torch.randint(high, (size,), generator=generator, device=gdev).to(device)

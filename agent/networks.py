@@ -1,0 +1,91 @@
+"""SAC's networks: an MLP builder, the Gaussian actor, and the twin critic as one ensemble.
+
+Shapes: ``B`` batch, ``E`` critic members, ``A`` action size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import nn
+
+from agent.layers import EnsembleLinear
+
+LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
+
+
+def mlp(in_dim: int, hidden: Sequence[int], out_dim: int,
+        activation: Callable[[], nn.Module] = nn.ReLU) -> nn.Sequential:
+    """``Linear -> activation`` for each width in ``hidden``, then a linear output layer.
+
+    Shapes: ``[..., in_dim]`` -> ``[..., out_dim]``.
+    """
+    dims = [in_dim, *hidden]
+    layers: list[nn.Module] = []
+    for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
+        layers += [nn.Linear(d_in, d_out), activation()]
+    layers.append(nn.Linear(dims[-1], out_dim))
+    return nn.Sequential(*layers)
+
+
+class Actor(nn.Module):
+    """Diagonal Gaussian policy before the tanh squashing (``agent.math.squashed_gaussian``).
+
+    ``forward(obs [B, obs_dim]) -> (mean [B, A], log_std [B, A])``, ``log_std`` squashed
+    smoothly into ``[LOG_STD_MIN, LOG_STD_MAX]`` = ``[-5, 2]`` by a tanh, so its gradient
+    never vanishes at a hard clip (cleanrl ``sac_continuous_action.py``, after OpenAI
+    baselines / SpinningUp).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
+                 activation: Callable[[], nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, tuple(hidden)
+        self.net = mlp(obs_dim, hidden, 2 * act_dim, activation)  # mean and log_std heads
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)
+        return mean, log_std
+
+
+class TwinCritic(nn.Module):
+    """``E`` Q-functions as one ensemble MLP: every member runs in the same batched matmuls.
+
+    ``forward(obs [B, obs_dim], action [B, A]) -> q [E, B]``: the input ``[B, obs + A]`` is
+    broadcast to ``[E, B, obs + A]`` (a stride-0 view, no copy) and passed through
+    :class:`~agent.layers.EnsembleLinear` layers, ``[E, B, D] -> [E, B, 1]``. Members are
+    initialised independently (clipped double Q, Fujimoto et al. 2018, needs them to differ).
+    """
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
+                 members: int = 2, activation: Callable[[], nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        self.members = members
+        dims = [obs_dim + act_dim, *hidden, 1]
+        layers: list[nn.Module] = []
+        for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
+            layers += [EnsembleLinear(members, d_in, d_out), activation()]
+        self.net = nn.Sequential(*layers[:-1])  # no activation on the output
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, action], dim=-1)
+        x = x.unsqueeze(0).expand(self.members, *x.shape)
+        return self.net(x).squeeze(-1)
+
+
+class LoopCritic(nn.Module):
+    """Reference for benchmarks and tests: ``E`` separate ``nn.Sequential`` critics evaluated
+    one after another. Same interface and output ``[E, B]`` as :class:`TwinCritic`."""
+
+    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
+                 members: int = 2, activation: Callable[[], nn.Module] = nn.ReLU) -> None:
+        super().__init__()
+        self.members = members
+        self.qs = nn.ModuleList(mlp(obs_dim + act_dim, hidden, 1, activation)
+                                for _ in range(members))
+
+    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([obs, action], dim=-1)
+        return torch.stack([q(x).squeeze(-1) for q in self.qs])

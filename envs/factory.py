@@ -1,0 +1,66 @@
+"""Build an env from the config: the backend's robot, then the task over it.
+
+Any gymnasium id works as a task (``Hopper-v5``, ``InvertedPendulum-v5``) so the agent can be
+measured on the tasks the literature reports; ``ArmReach-*`` runs over the configured backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+
+import envs  # noqa: F401  (registers ArmReach-v0)
+from envs.reach import ArmReachEnv, ReachConfig
+from envs.tasks import TaskFunctions, task_functions
+from hardware.robot import Robot
+from sim.twin import TwinConfig, TwinRobot
+
+
+@dataclass
+class TaskConfig:
+    """Which task to run, and its settings."""
+
+    id: str = "ArmReach-v0"  # gymnasium id; ArmReach-* runs on the configured backend
+    max_episode_steps: int | None = 100  # time limit (reported as truncated); None: id's own
+    reach: ReachConfig = field(default_factory=ReachConfig)  # used by ArmReach-* only
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra gymnasium.make arguments
+
+    def __post_init__(self) -> None:
+        if self.id not in gym.registry:
+            near = [k for k in gym.registry if k.split("-")[0].lower() in self.id.lower()]
+            raise ValueError(f"task.id={self.id!r} is not a registered gymnasium id"
+                             + (f"; did you mean one of {near}?" if near else ""))
+        if self.max_episode_steps is not None and self.max_episode_steps < 1:
+            raise ValueError(f"task.max_episode_steps must be >= 1, got {self.max_episode_steps}")
+
+
+BACKENDS = {"mujoco": (TwinConfig, TwinRobot)}
+
+
+def make_robot(backend: str, config: Any) -> Robot:
+    """The robot of backend ``backend`` (a key of ``BACKENDS``) built from its config."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is unknown; choose one of {sorted(BACKENDS)}")
+    return BACKENDS[backend][1](config)
+
+
+def make_env(task: TaskConfig, backend: str = "mujoco", backend_config: Any = None,
+             render_mode: str | None = None) -> gym.Env:
+    """The task env; ``ArmReach-*`` runs on ``make_robot(backend, backend_config)``."""
+    kwargs = dict(task.kwargs)
+    if task.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = task.max_episode_steps
+    if task.id.startswith("ArmReach"):
+        config = backend_config if backend_config is not None else BACKENDS[backend][0]()
+        kwargs.update(robot=make_robot(backend, config), config=task.reach)
+    return gym.make(task.id, render_mode=render_mode, **kwargs)
+
+
+def env_task_functions(env: gym.Env) -> TaskFunctions:
+    """The pure reward and termination for ``env``'s task (see :mod:`envs.tasks`)."""
+    inner = env.unwrapped
+    if isinstance(inner, ArmReachEnv):
+        return inner.task_functions()
+    return task_functions(env.spec.id if env.spec else type(inner).__name__)

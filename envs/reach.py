@@ -1,0 +1,184 @@
+"""``ArmReach-v0``: move the end effector to a random target, over any robot backend.
+
+Observation ``[2 J + 6]``: joint positions ``[J]``, joint velocities ``[J]``, end-effector
+position ``[3]``, target position ``[3]`` (see :class:`envs.tasks.ReachLayout`).
+Action ``[J]`` in ``[-1, 1]``: joint-position deltas, scaled by ``action_scale`` rad per step,
+added to the previous command (not to the measured position: a position servo sags under
+gravity, so adding to the measured position would make a zero action drift downwards).
+Reward: minus the distance to the target minus a small action cost. Success: within
+``success_threshold`` of the target. The episode ends only by its time limit (``truncated``,
+set by gymnasium's ``TimeLimit``), never by ``terminated``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+from envs.tasks import ReachLayout, TaskFunctions, never_terminates, reach_distance, reach_reward
+from hardware.robot import Robot
+from sim.kinematics import ArmKinematics
+from sim.twin import TwinConfig, TwinRobot
+
+ARM_JOINTS = ("base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch", "wrist_roll")
+
+
+@dataclass
+class ReachConfig:
+    """The reach task. Joint names must be among the backend's joints."""
+
+    joints: tuple[str, ...] = ARM_JOINTS  # joints the policy moves; others hold their home pose
+    action_scale: float = 0.1  # largest joint-position change per step (rad)
+    action_cost: float = 0.01  # weight of ||a||^2 in the reward
+    success_threshold: float = 0.02  # end-effector distance counted as success (m)
+    init_noise: float = 0.1  # uniform noise on the home pose at reset (rad)
+    target_fraction: float = 0.6  # targets come from joint configs in this fraction of the range
+    min_target_height: float = 0.05  # lowest target above the table (m)
+    home: tuple[float, ...] | None = None  # home pose of `joints`; None: the backend's
+
+    def __post_init__(self) -> None:
+        self.joints = tuple(str(j) for j in self.joints)
+        if self.home is not None:
+            self.home = tuple(float(h) for h in self.home)
+            if len(self.home) != len(self.joints):
+                raise ValueError(f"task.reach.home has {len(self.home)} values for "
+                                 f"{len(self.joints)} joints {self.joints}")
+        for name in ("action_scale", "success_threshold", "target_fraction"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"task.reach.{name} must be > 0, got {getattr(self, name)}")
+        if not 0 < self.target_fraction <= 1:
+            raise ValueError(f"task.reach.target_fraction must be in (0, 1], "
+                             f"got {self.target_fraction}")
+        if self.action_cost < 0 or self.init_noise < 0:
+            raise ValueError("task.reach.action_cost and task.reach.init_noise must be >= 0")
+
+
+class ArmReachEnv(gym.Env):
+    """Reach a random target with the end effector of ``robot`` (the twin by default).
+
+    Args:
+        robot: any :class:`hardware.robot.Robot`; ``None`` builds the MuJoCo twin.
+        kinematics: forward kinematics of the arm; ``None`` builds it from the twin's model.
+        config: the task; ``None`` for the defaults.
+        render_mode: ``"rgb_array"`` renders the twin offscreen.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
+
+    def __init__(self, robot: Robot | None = None, kinematics: ArmKinematics | None = None,
+                 config: ReachConfig | None = None, render_mode: str | None = None) -> None:
+        self.config = config or ReachConfig()
+        self.robot = robot if robot is not None else TwinRobot(TwinConfig())
+        self.robot.connect()
+        names = list(self.robot.joint_names)
+        missing = [j for j in self.config.joints if j not in names]
+        if missing:
+            raise ValueError(f"task.reach.joints {missing} are not joints of the backend; "
+                             f"it has {names}")
+        self._idx = np.array([names.index(j) for j in self.config.joints])
+        self.kinematics = kinematics or ArmKinematics.from_config(
+            getattr(self.robot, "config", TwinConfig()))
+        self.layout = ReachLayout(len(self._idx))
+        self.render_mode = render_mode
+        self.metadata = {**self.metadata, "render_fps": round(1 / self.robot.control_period)}
+        limits = self.robot.limits
+        self._lower, self._upper = limits.lower[self._idx], limits.upper[self._idx]
+        home_all = getattr(self.robot, "home_position", (limits.lower + limits.upper) / 2)
+        self._home_all = np.array(home_all, dtype=np.float64)
+        if self.config.home is not None:
+            self._home_all[self._idx] = self.config.home
+        j = len(self._idx)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (j,), np.float32)
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (self.layout.obs_dim,),
+                                                np.float64)
+        self._command = self._home_all.copy()
+        self._target = np.zeros(3)
+        self._obs = np.zeros(self.layout.obs_dim)
+
+    # --------------------------------------------------------------------------- gym API
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+        super().reset(seed=seed)
+        start = self._home_all.copy()
+        noise = self.np_random.uniform(-1, 1, len(self._idx)) * self.config.init_noise
+        start[self._idx] = np.clip(start[self._idx] + noise, self._lower, self._upper)
+        state = self.robot.reset(start, self.np_random)
+        self._command = np.array(state.position, dtype=np.float64)
+        self._target = self._sample_target() if not options or "target" not in options \
+            else np.asarray(options["target"], dtype=np.float64)
+        obs = self._observe(state.position, state.velocity)
+        return obs, {"distance": float(reach_distance(obs, self.layout))}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+        action = np.asarray(action, dtype=np.float64)
+        if action.shape != self.action_space.shape:
+            raise ValueError(f"action has shape {action.shape}, expected "
+                             f"{self.action_space.shape} for joints {self.config.joints}")
+        clipped = np.clip(action, -1.0, 1.0)
+        base, idx = self._command, self._idx
+        proposed = base.copy()
+        proposed[idx] = np.clip(base[idx] + clipped * self.config.action_scale,
+                                self._lower, self._upper)
+        sent = np.asarray(self.robot.send_command(proposed), dtype=np.float64)
+        self._command = sent
+        # The transition stores the executed action: what the backend (and later the shield)
+        # actually sent, normalized back into [-1, 1].
+        executed = np.where(sent[idx] == base[idx] + clipped * self.config.action_scale, clipped,
+                            (sent[idx] - base[idx]) / self.config.action_scale)
+        executed = np.clip(executed, -1.0, 1.0).astype(np.float32)
+        obs_prev = self._obs
+        self.robot.advance()
+        state = self.robot.read_state()
+        obs = self._observe(state.position, state.velocity)
+        reward = float(reach_reward(obs_prev, executed, obs, layout=self.layout,
+                                    action_cost=self.config.action_cost))
+        terminated = bool(never_terminates(obs_prev, executed, obs))
+        distance = float(reach_distance(obs, self.layout))
+        info = {"distance": distance, "is_success": distance < self.config.success_threshold,
+                "executed_action": executed}
+        return obs, reward, terminated, False, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode != "rgb_array":
+            return None
+        render = getattr(self.robot, "render", None)
+        if render is None:
+            raise RuntimeError("this backend cannot render; use backend=mujoco for video")
+        return render()
+
+    def close(self) -> None:
+        self.robot.disconnect()
+
+    # ------------------------------------------------------------------------- helpers
+    def task_functions(self) -> TaskFunctions:
+        """The pure reward and termination of this env, for model rollouts."""
+        layout, cost = self.layout, self.config.action_cost
+
+        def reward(obs: Any, action: Any, next_obs: Any) -> Any:
+            return reach_reward(obs, action, next_obs, layout=layout, action_cost=cost)
+
+        return TaskFunctions(reward, never_terminates)
+
+    def _observe(self, position: np.ndarray, velocity: np.ndarray) -> np.ndarray:
+        q = np.asarray(position, dtype=np.float64)
+        ee = self.kinematics.ee_position(q)
+        obs = np.concatenate([q[self._idx], np.asarray(velocity)[self._idx], ee, self._target])
+        self._obs = obs
+        return obs.copy()
+
+    def _sample_target(self) -> np.ndarray:
+        """A reachable target: the end effector of a random joint configuration in the middle
+        ``target_fraction`` of each controlled joint's range, above ``min_target_height``."""
+        mid, half = (self._lower + self._upper) / 2, (self._upper - self._lower) / 2
+        for _ in range(1000):
+            q = self._home_all.copy()
+            q[self._idx] = mid + self.np_random.uniform(-1, 1, len(mid)) * half \
+                * self.config.target_fraction
+            ee = self.kinematics.ee_position(q)
+            if ee[2] >= self.config.min_target_height:
+                return ee
+        raise RuntimeError("no reachable target above task.reach.min_target_height in 1000 "
+                           "draws; lower it or widen task.reach.target_fraction")

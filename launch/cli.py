@@ -1,0 +1,225 @@
+"""``mbpo-arm``: the composition root. Config -> backend -> env -> agent, then run.
+
+    mbpo-arm train --backend mujoco task=reach agent=sac trainer.total_steps=N seed=S run_dir=P
+    mbpo-arm train resume=P [trainer.total_steps=N]
+    mbpo-arm eval P --episodes N --json [--video out.mp4]
+
+Nothing else in the project imports across layers upward; this module wires them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from configs.schema import CONFIG_DIR, ConfigError, RunConfig, options, validate
+
+SAVED_CONFIG = "config.yaml"
+
+
+# ------------------------------------------------------------------------------ composing
+def compose(overrides: list[str]) -> tuple[DictConfig, str]:
+    """The Hydra-composed config and the chosen backend; errors become :class:`ConfigError`."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        raise ConfigError(_hydra_message(err)) from None
+    backend = str(cfg.hydra.runtime.choices.backend)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, backend
+
+
+def _hydra_message(err: Exception) -> str:
+    text = str(err)
+    if "Could not find" in text and "Available options" in text:
+        group = text.split("'")[1].split("/")[0]
+        return (f"{group}: option {text.split(chr(39))[1].split('/', 1)[-1]!r} does not exist; "
+                f"choose one of {', '.join(options(group))}")
+    if "Could not override" in text or "Key '" in text:
+        key = text.split("'")[1]
+        return f"{key} is not a config key (a typo? see configs/ for the keys)"
+    return " ".join(text.split())
+
+
+def open_dict(cfg: DictConfig) -> Any:
+    from omegaconf import open_dict as _open
+
+    return _open(cfg)
+
+
+def load_run_config(overrides: list[str]) -> tuple[RunConfig, DictConfig]:
+    """Compose and validate; ``resume=<run_dir>`` reloads that run's saved config and applies
+    the remaining ``key=value`` overrides to it."""
+    resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("resume=")), None)
+    if resume:
+        saved = Path(resume) / SAVED_CONFIG
+        if not saved.exists():
+            raise ConfigError(f"resume={resume}: no {SAVED_CONFIG} there; give a run directory "
+                              "made by `mbpo-arm train`")
+        cfg = OmegaConf.load(saved)
+        rest = [o for o in overrides if not o.startswith("resume=")]
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(rest))
+        cfg.resume, cfg.run_dir = resume, resume
+        backend = str(cfg.pop("backend_name"))
+    else:
+        cfg, backend = compose(overrides)
+    return validate(cfg, backend), cfg
+
+
+# ---------------------------------------------------------------------------- the commands
+def train(overrides: list[str]) -> dict[str, Any]:
+    """``mbpo-arm train``: build everything from the config and run the training loop."""
+    from agent.logger import plot_learning_curve
+    from agent.train import restore
+    from agent.train import train as train_loop
+
+    rc, cfg = load_run_config(overrides)
+    run_dir = Path(rc.run_dir or default_run_dir(rc))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not rc.resume:
+        saved = OmegaConf.merge(cfg, {"backend_name": rc.backend_name, "run_dir": str(run_dir)})
+        OmegaConf.save(saved, run_dir / SAVED_CONFIG)
+    run = build_run(rc, run_dir)
+    if rc.resume and not restore(run):
+        print(f"resume: {run_dir} has no checkpoint yet; starting from step 0", file=sys.stderr)
+    try:
+        final = train_loop(run)
+    finally:
+        run.logger.close()
+        run.env.close()
+        run.eval_env.close()
+    curve = plot_learning_curve(run_dir)
+    from agent.checkpoint import latest_checkpoint
+
+    print(f"\nresults:    {run_dir / 'metrics.jsonl'}\ncurve:      {curve}\n"
+          f"checkpoint: {latest_checkpoint(run_dir)}\nfinal eval: {json.dumps(final)}")
+    return final
+
+
+def evaluate(run_dir: Path, episodes: int, as_json: bool, video: Path | None,
+             device: str) -> dict[str, Any]:
+    """``mbpo-arm eval``: the deterministic policy of a run's last checkpoint."""
+    from agent.checkpoint import latest_checkpoint, load_checkpoint
+    from agent.train import evaluate_policy
+
+    rc, _ = load_run_config([f"resume={run_dir}", f"device={device}"])
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise ConfigError(f"{run_dir} has no checkpoint; train first")
+    env, sac = build_policy(rc, render=video is not None)
+    state, _ = load_checkpoint(ckpt, buffer_names=(), map_location=sac.device)
+    sac.load_state_dict(state["sac"])
+    result = evaluate_policy(sac, env, episodes, seed=123, render=video is not None)
+    frames = result.pop("frames")
+    if video is not None:
+        import imageio.v3 as iio
+
+        iio.imwrite(video, np.stack(frames), fps=env.metadata.get("render_fps", 20))
+        result["video"] = str(video)
+    env.close()
+    result["checkpoint"] = str(ckpt)
+    print(json.dumps(result) if as_json else
+          f"{episodes} episodes: mean return {result['mean_return']:.2f}, success rate "
+          f"{result['success_rate']}")
+    return result
+
+
+# ------------------------------------------------------------------------------- building
+def default_run_dir(rc: RunConfig) -> str:
+    task = rc.task.id.split("-")[0].lower()
+    return f"runs/{task}-{rc.agent.algo}-{time.strftime('%Y%m%d-%H%M%S')}-s{rc.seed}"
+
+
+def build_policy(rc: RunConfig, render: bool = False) -> tuple[Any, Any]:
+    """An env of the run's task and a fresh SAC agent sized for it."""
+    from agent.sac import SAC
+    from envs.factory import make_env
+
+    env = make_env(rc.task, rc.backend_name, rc.backend,
+                   render_mode="rgb_array" if render else None)
+    device = resolve_device(rc.device)
+    generator = torch.Generator().manual_seed(rc.seed)
+    sac = SAC(env.observation_space.shape[0], env.action_space.shape[0], rc.agent.sac,
+              device=device, generator=generator)
+    return env, sac
+
+
+def build_run(rc: RunConfig, run_dir: Path) -> Any:
+    """Wire config -> backend -> env -> agent into a :class:`agent.train.Run`."""
+    from agent.logger import RunLogger
+    from agent.replay import ReplayBuffer
+    from agent.train import Run
+    from envs.factory import make_env
+
+    env, sac = build_policy(rc)
+    eval_env = make_env(rc.task, rc.backend_name, rc.backend)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    logger = RunLogger(run_dir, rc.logger, _plain(rc), rc.trainer.total_steps)
+    return Run(env=env, eval_env=eval_env, sac=sac,
+               replay=ReplayBuffer(rc.trainer.replay_capacity, obs_dim, act_dim),
+               cfg=rc.trainer, sac_cfg=rc.agent.sac, rng=np.random.default_rng(rc.seed),
+               generator=sac.generator, logger=logger, run_dir=run_dir, seed=rc.seed,
+               device=sac.device)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device} but torch sees no CUDA device; use device=cpu or "
+                          "install a CUDA build of torch")
+    return torch.device(device)
+
+
+def _plain(rc: RunConfig) -> dict[str, Any]:
+    return json.loads(json.dumps(OmegaConf.to_container(OmegaConf.structured(rc)), default=str))
+
+
+# ------------------------------------------------------------------------------------ main
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mbpo-arm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_train = sub.add_parser("train", help="train an agent (key=value Hydra overrides follow)")
+    p_train.add_argument("--backend", help="robot backend: " + ", ".join(options("backend")))
+    p_eval = sub.add_parser("eval", help="evaluate a run's deterministic policy")
+    p_eval.add_argument("run_dir", type=Path)
+    p_eval.add_argument("--episodes", type=int, default=10)
+    p_eval.add_argument("--json", action="store_true", help="print one JSON object")
+    p_eval.add_argument("--video", type=Path, help="record an MP4 from the twin")
+    p_eval.add_argument("--device", default="cpu")
+    args, rest = parser.parse_known_args(argv)
+    try:
+        if args.command == "train":
+            bad = [r for r in rest if "=" not in r]
+            if bad:
+                raise ConfigError(f"{bad[0]!r} is not an override; write key=value")
+            overrides = ([f"backend={args.backend}"] if args.backend else []) + rest
+            train(overrides)
+        else:
+            if rest:
+                raise ConfigError(f"unknown arguments {rest}")
+            if args.video is not None:
+                os.environ.setdefault("MUJOCO_GL", "egl")
+            evaluate(args.run_dir, args.episodes, args.json, args.video, args.device)
+    except ConfigError as err:
+        print(f"mbpo-arm: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
