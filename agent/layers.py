@@ -32,7 +32,7 @@ class EnsembleLinear(nn.Module):
     def reset_parameters(self) -> None:
         """Each member initialised like ``nn.Linear`` (Kaiming-uniform), independently."""
         bound = 1.0 / math.sqrt(self.in_features)
-        nn.init.uniform_(self.weight, -math.sqrt(3.0) * bound, math.sqrt(3.0) * bound)
+        nn.init.uniform_(self.weight, -bound, bound)
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -39,6 +39,7 @@ class RunLogger:
     def __init__(self, run_dir: Path, config: LoggerConfig, run_config: dict[str, Any],
                  total_steps: int, start_step: int = 0) -> None:
         self.run_dir, self.config, self.total_steps = Path(run_dir), config, total_steps
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
         self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 (kept open)
         self._t0, self._step0 = time.monotonic(), start_step
@@ -61,8 +62,9 @@ class RunLogger:
         """Print one progress line: rate, recent return and success, time left."""
         if not self.config.progress:
             return
-        elapsed = max(time.monotonic() - self._t0, 1e-9)
-        rate = (env_steps - self._step0) / elapsed
+        now = time.monotonic()
+        rate = (env_steps - self._step0) / max(now - self._t0, 1e-9)
+        self._t0, self._step0 = now, env_steps  # the rate over the last interval
         left = (self.total_steps - env_steps) / rate if rate > 0 else float("inf")
         parts = [f"step {env_steps:>7d}/{self.total_steps}", f"{rate:6.1f} steps/s"]
         for key, fmt in (("episode_return", "return {:8.2f}"),

@@ -25,7 +25,7 @@ KEYS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
 def _step(model: ProbabilisticEnsemble, elites: Sequence[int], policy: Policy,
           obs: torch.Tensor, reward_fn: RewardFn | None, termination_fn: TerminationFn | None,
           generator: torch.Generator | None, penalty_coef: float,
-          max_disagreement: float | None
+          max_disagreement: float | None, chunk_size: int | None
           ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """One model step for the ``B`` live branches ``obs`` ``[B, D]``.
 
@@ -34,7 +34,7 @@ def _step(model: ProbabilisticEnsemble, elites: Sequence[int], policy: Policy,
     threshold stopped (a 0-d tensor, so no device sync per step).
     """
     action = policy(obs)
-    pred = predict(model, obs, action, elites, generator)
+    pred = predict(model, obs, action, elites, generator, chunk_size)
     penalty = mopo_penalty(pred.member_std)  # [B]
     reward = pred.reward if reward_fn is None else reward_fn(obs, action, pred.next_obs)
     reward = reward - penalty_coef * penalty
@@ -57,7 +57,7 @@ def branched_rollout(model: ProbabilisticEnsemble, elites: Sequence[int], policy
                      start_obs: np.ndarray, horizon: int, reward_fn: RewardFn | None,
                      termination_fn: TerminationFn | None,
                      generator: torch.Generator | None = None, penalty_coef: float = 0.0,
-                     max_disagreement: float | None = None
+                     max_disagreement: float | None = None, chunk_size: int | None = None
                      ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Roll the policy in the model for up to ``horizon`` steps from each of ``N`` real states.
 
@@ -78,6 +78,7 @@ def branched_rollout(model: ProbabilisticEnsemble, elites: Sequence[int], policy
             terminates.
         penalty_coef: MOPO's lambda: ``reward - lambda * max_e ||sigma_e||`` (Yu et al. 2020).
         max_disagreement: threshold on the discrepancy; ``None`` disables it.
+        chunk_size: rows per ensemble pass (see ``predict``); ``None`` = all live branches.
     Returns:
         ``data``: flat ``[M, ...]`` arrays under ``KEYS``; float32, ``terminated``/``truncated``
         bool, ``truncated`` all False (no time limit inside a model rollout).
@@ -98,7 +99,7 @@ def branched_rollout(model: ProbabilisticEnsemble, elites: Sequence[int], policy
         if obs.shape[0] == 0:
             break
         step, obs, n_stopped = _step(model, elites, policy, obs, reward_fn, termination_fn,
-                                     generator, penalty_coef, max_disagreement)
+                                     generator, penalty_coef, max_disagreement, chunk_size)
         steps.append(step)
         stopped += n_stopped
     return _collect(steps, n_start, model.obs_dim, model.act_dim, int(stopped))

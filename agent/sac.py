@@ -162,6 +162,14 @@ class SAC:
         out = action.cpu().numpy()
         return out[0] if single else out
 
+    @torch.no_grad()
+    def policy_tensor(self, obs: torch.Tensor) -> torch.Tensor:
+        """Stochastic actions ``[B, A]`` for ``obs`` ``[B, obs_dim]`` on ``device``, without
+        leaving torch (model rollouts call this on 100k states at once)."""
+        mean, log_std = self.actor(obs.to(self.device))
+        action, _ = squashed_gaussian(mean, log_std, self._randn(mean.shape))
+        return action
+
     # ---------------------------------------------------------------------------- updates
     def update(self, batch: TransitionBatch) -> dict[str, float]:
         """One critic step, the actor and alpha every ``actor_update_interval`` updates
@@ -273,7 +281,7 @@ class SAC:
         for name in ("actor_opt", "critic_opt", "alpha_opt"):
             getattr(self, name).load_state_dict(state[name])
         self.updates = int(state["updates"])
-        gen_state = state["update_generator"]
+        gen_state = state["update_generator"].cpu()  # torch.load may map it onto a GPU
         if state["update_generator_device"] == self.device.type:
             self._update_gen.set_state(gen_state)
         else:  # CPU and CUDA generator states differ in format: reseed from it, deterministic

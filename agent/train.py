@@ -1,78 +1,28 @@
-"""The training loop, top to bottom: collect, (train model, roll out,) update policy, evaluate,
-checkpoint. SAC runs the phases without a model; MBPO (``agent.algo=mbpo``) adds the two
-model phases (Janner et al. 2019, algorithm 2).
+"""The training loop, top to bottom: collect, train model, roll out, update policy, evaluate,
+checkpoint.
 
-Only the gymnasium API is used here; the composition root builds the envs.
+Model-free SAC runs without the two model phases; MBPO (``agent.algo=mbpo``) adds them
+(Janner et al. 2019, algorithm 2): every ``model_train_every`` real steps the ensemble is
+retrained on all real data and ``rollout_batch`` branched rollouts from real states fill the
+model buffer; each SAC batch then mixes ``real_ratio`` real with model transitions.
+
+Only the gymnasium API is used here; the composition root (:mod:`launch.cli`) builds the envs.
 """
 
 from __future__ import annotations
 
-import time
-from collections import deque
-from dataclasses import dataclass, field
+import json
 from pathlib import Path
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
-import torch
 
-from agent.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from agent.logger import RunLogger
+from agent.ensemble_train import multistep_error, train_ensemble
+from agent.math import rollout_horizon
 from agent.replay import ReplayBuffer
-from agent.sac import SAC, SACConfig
-
-
-@dataclass
-class TrainerConfig:
-    """The schedule of a run, in env steps."""
-
-    total_steps: int = 30_000  # env steps in all
-    eval_every: int = 2_500  # env steps between evaluations
-    eval_episodes: int = 10  # episodes per evaluation (deterministic policy)
-    checkpoint_every: int = 5_000  # env steps between checkpoints
-    log_every: int = 1_000  # env steps between progress lines
-    replay_capacity: int = 1_000_000  # real transitions kept
-
-    def __post_init__(self) -> None:
-        for name in ("total_steps", "eval_every", "eval_episodes", "checkpoint_every",
-                     "log_every", "replay_capacity"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
-
-
-@dataclass
-class Counters:
-    """What a resumed run continues from."""
-
-    env_steps: int = 0
-    episodes: int = 0
-    updates: int = 0
-
-
-@dataclass
-class Run:
-    """Everything one training run holds; the phases below read and change it."""
-
-    env: gym.Env
-    eval_env: gym.Env
-    sac: SAC
-    replay: ReplayBuffer
-    cfg: TrainerConfig
-    sac_cfg: SACConfig
-    rng: np.random.Generator
-    generator: torch.Generator
-    logger: RunLogger
-    run_dir: Path
-    seed: int
-    device: torch.device
-    counters: Counters = field(default_factory=Counters)
-    returns: deque = field(default_factory=lambda: deque(maxlen=20))
-    successes: deque = field(default_factory=lambda: deque(maxlen=20))
-    episode_return: float = 0.0
-    last_eval: dict[str, Any] = field(default_factory=dict)
-    last_update: dict[str, float] = field(default_factory=dict)
-    seeded: bool = False  # the env's first reset in this process is seeded
+from agent.rollout import branched_rollout
+from agent.run import Run, evaluate_policy, save_run
+from agent.types import TransitionBatch
 
 
 # ------------------------------------------------------------------------------- the loop
@@ -81,6 +31,9 @@ def train(run: Run) -> dict[str, Any]:
     obs = start_episode(run)
     while run.counters.env_steps < run.cfg.total_steps:
         obs = collect_step(run, obs)
+        if model_due(run):
+            train_model(run)
+            rollout_model(run)
         update_policy(run)
         step = run.counters.env_steps
         if step % run.cfg.eval_every == 0:
@@ -97,7 +50,7 @@ def train(run: Run) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- the phases
 def start_episode(run: Run) -> np.ndarray:
-    """Reset the env; the first reset of a run (or of a resume) is seeded."""
+    """Reset the env; the first reset in this process (a fresh run or a resume) is seeded."""
     seed = None if run.seeded else run.seed + run.counters.episodes
     run.seeded = True
     obs, _ = run.env.reset(seed=seed)
@@ -126,86 +79,130 @@ def collect_step(run: Run, obs: np.ndarray) -> np.ndarray:
     return start_episode(run)
 
 
+def model_due(run: Run) -> bool:
+    """MBPO retrains the model every ``model_train_every`` steps once enough data is in."""
+    if run.model is None:
+        return False
+    step, cfg = run.counters.env_steps, run.model.mbpo
+    return step >= cfg.model_learning_starts and step % cfg.model_train_every == 0
+
+
+def train_model(run: Run) -> dict[str, Any]:
+    """Fit the ensemble on all real data, choose elites, measure multi-step error on recent
+    real episodes; the report is logged and appended to ``model_reports.jsonl``."""
+    model, data = run.model, run.replay.all()
+    reward = data["reward"] if model.ensemble.learn_reward else None
+    report = train_ensemble(model.ensemble, data["obs"], data["action"], data["next_obs"],
+                            reward, model.cfg, run.rng, run.generator)
+    model.elites = report.elites
+    report.multistep_mse = multistep_error(model.ensemble, model.elites, recent_episodes(data),
+                                           model.mbpo.report_horizons, run.generator)
+    entry = {"env_steps": run.counters.env_steps, **report.to_dict()}
+    with open(Path(run.run_dir) / "model_reports.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(entry) + "\n")
+    run.model_log = {"model_holdout_mse": report.elite_holdout_mse,
+                     "model_holdout_nll": report.elite_holdout_nll,
+                     "model_epochs": report.epochs, "model_seconds": report.seconds,
+                     **{f"model_mse_h{h}": v for h, v in report.multistep_mse.items()}}
+    return entry
+
+
+def rollout_model(run: Run) -> dict[str, float]:
+    """Branched rollouts from real states with the current policy; results go to the model
+    buffer, which is resized when the scheduled horizon changes (as MBPO does)."""
+    model, cfg = run.model, run.model.mbpo
+    epoch = run.counters.env_steps // cfg.epoch_length
+    model.horizon = rollout_horizon(epoch, cfg.horizon_schedule)
+    ensure_model_buffer(run)
+    start = run.replay.sample(cfg.rollout_batch, run.rng, run.device).obs
+    data, stats = branched_rollout(
+        model.ensemble, model.elites, run.sac.policy_tensor, start.cpu().numpy(), model.horizon,
+        model.reward_fn, model.termination_fn, run.generator, cfg.penalty_coef,
+        cfg.max_disagreement, cfg.rollout_chunk)
+    finite = np.isfinite(data["next_obs"]).all(-1) & np.isfinite(data["reward"])
+    if finite.any():
+        model.buffer.add(*(data[k][finite] for k in ("obs", "action", "reward", "next_obs",
+                                                      "terminated", "truncated")))
+    run.model_log.update(rollout_horizon=model.horizon, rollout_transitions=int(finite.sum()),
+                         rollout_nonfinite=int((~finite).sum()),
+                         rollout_mean_penalty=stats.get("mean_penalty"))
+    return stats
+
+
 def update_policy(run: Run) -> None:
-    """``utd`` SAC updates on real data, once ``learning_starts`` steps are in replay."""
+    """``utd`` SAC updates per env step on real data (SAC) or on batches mixing
+    ``real_ratio`` real with model transitions (MBPO, once the model buffer has data)."""
     if run.counters.env_steps < run.sac_cfg.learning_starts:
         return
     for _ in range(run.sac_cfg.utd):
-        batch = run.replay.sample(run.sac_cfg.batch_size, run.rng, run.device)
-        run.last_update = run.sac.update(batch)
+        run.last_update = run.sac.update(sample_batch(run))
         run.counters.updates += 1
 
 
+def sample_batch(run: Run) -> TransitionBatch:
+    """A SAC batch: all real without a model (or before its first rollout), else mixed."""
+    size = run.sac_cfg.batch_size
+    model = run.model
+    if model is None or model.buffer is None or len(model.buffer) == 0:
+        return run.replay.sample(size, run.rng, run.device)
+    n_real = int(round(size * model.mbpo.real_ratio))
+    parts = [model.buffer.sample(size - n_real, run.rng, run.device)]
+    if n_real:
+        parts.append(run.replay.sample(n_real, run.rng, run.device))
+    return TransitionBatch.cat(parts)
+
+
 def evaluate(run: Run) -> dict[str, Any]:
-    """Deterministic policy for ``eval_episodes`` on the eval env; logs and returns the
-    figures."""
+    """Deterministic policy for ``eval_episodes`` on the eval env; logs the figures along with
+    the latest update, model and rollout figures."""
     result = evaluate_policy(run.sac, run.eval_env, run.cfg.eval_episodes,
                              seed=10_000 + run.counters.env_steps)
     run.last_eval = {"eval_return": result["mean_return"],
                      "eval_success_rate": result["success_rate"]}
-    event = {"env_steps": run.counters.env_steps, "episodes": run.counters.episodes,
-             "updates": run.counters.updates, **run.last_eval, **_recent(run)}
-    event.update(run.last_update)
+    c = run.counters
+    event = {"env_steps": c.env_steps, "episodes": c.episodes, "updates": c.updates,
+             **run.last_eval, **recent_stats(run), **run.last_update, **run.model_log}
     run.logger.log(event)
     return run.last_eval
 
 
 def report_progress(run: Run) -> None:
-    run.logger.progress(run.counters.env_steps, {**_recent(run), **run.last_eval})
+    run.logger.progress(run.counters.env_steps, {**recent_stats(run), **run.last_eval})
 
 
 def checkpoint(run: Run) -> Path:
-    """Save networks, optimizers, replay, counters and RNG states (crash-safe)."""
-    state = {"sac": run.sac.state_dict(), "counters": vars(run.counters).copy(),
-             "rng": run.rng.bit_generator.state, "generator": run.generator.get_state(),
-             "returns": list(run.returns), "successes": list(run.successes),
-             "saved_at": time.time()}
-    return save_checkpoint(run.run_dir, run.counters.env_steps, state, {"replay": run.replay})
+    return save_run(run)
 
 
 # --------------------------------------------------------------------------------- helpers
-def evaluate_policy(sac: SAC, env: gym.Env, episodes: int, seed: int = 0,
-                    render: bool = False) -> dict[str, Any]:
-    """Run the deterministic policy for ``episodes`` episodes.
-
-    Returns ``mean_return``, ``success_rate`` (``None`` where the env reports no
-    ``is_success``), per-episode ``returns``, and ``frames`` when ``render``.
-    """
-    returns, successes, frames = [], [], []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=seed + i)
-        done, total, info = False, 0.0, {}
-        while not done:
-            obs, reward, terminated, truncated, info = env.step(sac.act(obs, deterministic=True))
-            total += float(reward)
-            done = terminated or truncated
-            if render:
-                frames.append(env.render())
-        returns.append(total)
-        if "is_success" in info:
-            successes.append(float(info["is_success"]))
-    return {"mean_return": float(np.mean(returns)), "returns": returns,
-            "success_rate": float(np.mean(successes)) if successes else None,
-            "episodes": episodes, "frames": frames}
-
-
-def _recent(run: Run) -> dict[str, Any]:
+def recent_stats(run: Run) -> dict[str, Any]:
     return {"episode_return": float(np.mean(run.returns)) if run.returns else None,
             "success_rate": float(np.mean(run.successes)) if run.successes else None}
 
 
-def restore(run: Run, checkpoint_dir: Path | None = None) -> bool:
-    """Load the newest checkpoint of ``run.run_dir`` (or ``checkpoint_dir``) into ``run``;
-    ``False`` when there is none."""
-    path = checkpoint_dir or latest_checkpoint(run.run_dir)
-    if path is None:
-        return False
-    state, buffers = load_checkpoint(path, map_location=run.device)
-    run.sac.load_state_dict(state["sac"])
-    run.replay = buffers["replay"]
-    run.counters = Counters(**state["counters"])
-    run.rng.bit_generator.state = state["rng"]
-    run.generator.set_state(state["generator"])
-    run.returns.extend(state["returns"])
-    run.successes.extend(state["successes"])
-    return True
+def recent_episodes(data: dict[str, np.ndarray], max_episodes: int = 20
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The newest complete real episodes as ``(obs [T+1, D], actions [T, A])``, for the
+    model's multi-step error."""
+    ends = np.flatnonzero((data["terminated"] > 0) | (data["truncated"] > 0))
+    episodes = []
+    for start, end in zip(np.r_[0, ends[:-1] + 1][-max_episodes:], ends[-max_episodes:],
+                          strict=True):
+        obs = np.concatenate([data["obs"][start:end + 1], data["next_obs"][end:end + 1]])
+        episodes.append((obs, data["action"][start:end + 1]))
+    return episodes
+
+
+def ensure_model_buffer(run: Run) -> None:
+    """(Re)allocate the model buffer for the current horizon, keeping the newest rollouts."""
+    model = run.model
+    capacity = model.mbpo.model_buffer_capacity(model.horizon)
+    old = model.buffer
+    if old is not None and old.capacity == capacity:
+        return
+    model.buffer = ReplayBuffer(capacity, run.env.observation_space.shape[0],
+                                run.env.action_space.shape[0])
+    if old is not None and len(old):
+        kept = {k: v[-capacity:] for k, v in old.all().items()}
+        model.buffer.add(kept["obs"], kept["action"], kept["reward"], kept["next_obs"],
+                         kept["terminated"] > 0, kept["truncated"] > 0)

@@ -15,9 +15,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from agent.ensemble import EnsembleConfig
 from agent.logger import LoggerConfig
+from agent.run import MBPOConfig, TrainerConfig
 from agent.sac import SACConfig
-from agent.train import TrainerConfig
 from envs.factory import TaskConfig
 from sim.twin import TwinConfig
 
@@ -25,7 +26,7 @@ CONFIG_DIR = Path(__file__).parent
 
 # The schema of each option of a polymorphic group.
 BACKEND_SCHEMAS: dict[str, type] = {"mujoco": TwinConfig}
-ALGOS = ("sac",)
+ALGOS = ("sac", "mbpo")
 
 
 class ConfigError(ValueError):
@@ -36,12 +37,17 @@ class ConfigError(ValueError):
 class AgentConfig:
     """The learning algorithm and its parts."""
 
-    algo: str = "sac"  # sac (model-free)
+    algo: str = "sac"  # sac (model-free) or mbpo (model-based)
     sac: SACConfig = field(default_factory=SACConfig)  # the policy optimizer
+    model: EnsembleConfig | None = None  # the dynamics ensemble (mbpo)
+    mbpo: MBPOConfig | None = None  # the model-based schedule (mbpo)
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"agent.algo={self.algo!r} is not allowed; choose one of {ALGOS}")
+        if self.algo == "mbpo" and (self.model is None or self.mbpo is None):
+            raise ValueError("agent.algo=mbpo needs agent.model and agent.mbpo; start from "
+                             "agent=mbpo (configs/agent/mbpo.yaml)")
 
 
 @dataclass

@@ -55,7 +55,9 @@ def make_env(task: TaskConfig, backend: str = "mujoco", backend_config: Any = No
     if task.id.startswith("ArmReach"):
         config = backend_config if backend_config is not None else BACKENDS[backend][0]()
         kwargs.update(robot=make_robot(backend, config), config=task.reach)
-    return gym.make(task.id, render_mode=render_mode, **kwargs)
+    if render_mode is not None:
+        kwargs["render_mode"] = render_mode
+    return gym.make(task.id, **kwargs)
 
 
 def env_task_functions(env: gym.Env) -> TaskFunctions:

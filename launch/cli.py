@@ -86,14 +86,15 @@ def load_run_config(overrides: list[str]) -> tuple[RunConfig, DictConfig]:
 def train(overrides: list[str]) -> dict[str, Any]:
     """``mbpo-arm train``: build everything from the config and run the training loop."""
     from agent.logger import plot_learning_curve
-    from agent.train import restore
+    from agent.run import restore
     from agent.train import train as train_loop
 
     rc, cfg = load_run_config(overrides)
     run_dir = Path(rc.run_dir or default_run_dir(rc))
     run_dir.mkdir(parents=True, exist_ok=True)
     if not rc.resume:
-        saved = OmegaConf.merge(cfg, {"backend_name": rc.backend_name, "run_dir": str(run_dir)})
+        saved = OmegaConf.create(OmegaConf.to_container(cfg))
+        saved.backend_name, saved.run_dir = rc.backend_name, str(run_dir)
         OmegaConf.save(saved, run_dir / SAVED_CONFIG)
     run = build_run(rc, run_dir)
     if rc.resume and not restore(run):
@@ -116,7 +117,7 @@ def evaluate(run_dir: Path, episodes: int, as_json: bool, video: Path | None,
              device: str) -> dict[str, Any]:
     """``mbpo-arm eval``: the deterministic policy of a run's last checkpoint."""
     from agent.checkpoint import latest_checkpoint, load_checkpoint
-    from agent.train import evaluate_policy
+    from agent.run import evaluate_policy
 
     rc, _ = load_run_config([f"resume={run_dir}", f"device={device}"])
     ckpt = latest_checkpoint(run_dir)
@@ -175,7 +176,27 @@ def build_run(rc: RunConfig, run_dir: Path) -> Any:
                replay=ReplayBuffer(rc.trainer.replay_capacity, obs_dim, act_dim),
                cfg=rc.trainer, sac_cfg=rc.agent.sac, rng=np.random.default_rng(rc.seed),
                generator=sac.generator, logger=logger, run_dir=run_dir, seed=rc.seed,
-               device=sac.device)
+               device=sac.device, model=build_model(rc, env) if rc.agent.algo == "mbpo" else None)
+
+
+def build_model(rc: RunConfig, env: Any) -> Any:
+    """MBPO's dynamics side: the ensemble (learning the reward only where the task has no
+    reward function) and the task's pure reward and termination functions."""
+    from dataclasses import replace
+
+    from agent.ensemble import ProbabilisticEnsemble
+    from agent.run import Model
+    from envs.factory import env_task_functions
+
+    fns = env_task_functions(env)
+    cfg = replace(rc.agent.model, device=rc.device,
+                  learn_reward=rc.agent.model.learn_reward or fns.reward is None)
+    with torch.random.fork_rng(devices=[]):  # weights from the run's seed, global RNG kept
+        torch.manual_seed(rc.seed + 1)
+        ensemble = ProbabilisticEnsemble(env.observation_space.shape[0],
+                                         env.action_space.shape[0], cfg)
+    return Model(ensemble.to(resolve_device(rc.device)), cfg, rc.agent.mbpo, fns.reward,
+                 fns.termination)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -211,3 +211,13 @@ def test_same_seeds_same_model() -> None:
     with pytest.raises(ValueError, match="reward"):
         train_ensemble(ProbabilisticEnsemble(2, 2, cfg), s, a, sn, None, cfg,
                        np.random.default_rng(0))
+
+
+def test_predict_chunking_gives_the_same_result() -> None:
+    torch.manual_seed(0)
+    model = ProbabilisticEnsemble(2, 2, EnsembleConfig(**SMALL))
+    obs, act = torch.randn(50, 2), torch.randn(50, 2)
+    whole = predict(model, obs, act, [4, 0, 1], torch.Generator().manual_seed(0))
+    chunked = predict(model, obs, act, [4, 0, 1], torch.Generator().manual_seed(0), chunk_size=7)
+    for a, b in ((whole.next_obs, chunked.next_obs), (whole.member_std, chunked.member_std)):
+        torch.testing.assert_close(a, b)
