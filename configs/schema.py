@@ -96,6 +96,8 @@ def validate(cfg: DictConfig, backend_name: str) -> RunConfig:
 
 def _typed(prefix: str, schema: type, node: Any) -> Any:
     """``node`` merged into ``schema``, as a dataclass instance (its checks run)."""
+    if not isinstance(node, DictConfig | dict):
+        raise ConfigError(f"{prefix} must be a group of keys, got {node!r}")
     try:
         merged = OmegaConf.merge(OmegaConf.structured(schema), node)
         return OmegaConf.to_object(merged)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -38,7 +39,12 @@ def compose(overrides: list[str]) -> tuple[DictConfig, str]:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
     except (HydraException, OmegaConfBaseException) as err:
-        raise ConfigError(_hydra_message(err)) from None
+        message = _hydra_message(err)
+        bad = re.match(r"(\S+) is not a config key", message)
+        if bad:
+            message += _keys_near(bad.group(1), [o for o in overrides
+                                                 if not o.lstrip("+~").startswith(bad.group(1))])
+        raise ConfigError(message) from None
     backend = str(cfg.hydra.runtime.choices.backend)
     with open_dict(cfg):
         del cfg["hydra"]
@@ -46,15 +52,29 @@ def compose(overrides: list[str]) -> tuple[DictConfig, str]:
 
 
 def _hydra_message(err: Exception) -> str:
+    """One line from a Hydra composition error."""
     text = str(err)
-    if "Could not find" in text and "Available options" in text:
-        group = text.split("'")[1].split("/")[0]
-        return (f"{group}: option {text.split(chr(39))[1].split('/', 1)[-1]!r} does not exist; "
-                f"choose one of {', '.join(options(group))}")
-    if "Could not override" in text or "Key '" in text:
-        key = text.split("'")[1]
-        return f"{key} is not a config key (a typo? see configs/ for the keys)"
-    return " ".join(text.split())
+    missing = re.search(r"Could not find '([^/']+)/([^']+)'", text)
+    if missing:
+        group, option = missing.groups()
+        return f"{group}={option} is not an option; choose one of {', '.join(options(group))}"
+    bad_key = re.search(r"Could not override '([^']+)'", text)
+    if bad_key:
+        return f"{bad_key.group(1)} is not a config key"
+    return " ".join(text.split("\n")[0].split())
+
+
+def _keys_near(key: str, overrides: list[str]) -> str:
+    """``"; keys under <parent>: a, b, c"`` for a mistyped ``key``."""
+    parent = key.rpartition(".")[0]
+    try:
+        node = OmegaConf.select(compose(overrides)[0], parent) if parent else None
+    except ConfigError:
+        return ""
+    if isinstance(node, DictConfig):
+        return f"; keys under {parent}: {', '.join(map(str, node.keys()))}"
+    return f"; {parent} is null in this config (another option of its group sets it)" \
+        if parent else ""
 
 
 def open_dict(cfg: DictConfig) -> Any:

@@ -46,7 +46,7 @@ def test_defaults_are_reach_on_the_twin_with_sac() -> None:
 ])
 def test_bad_override_names_the_key(override: str, needle: str) -> None:
     with pytest.raises(ConfigError) as err:
-        rc, _ = load_run_config([override, "logger.wandb=disabled"])
+        rc, _ = load_run_config(["logger.wandb=disabled", override])
         build_policy(rc)[0].close()
     message = str(err.value)
     assert needle in message
