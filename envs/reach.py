@@ -1,7 +1,8 @@
 """``ArmReach-v0``: move the end effector to a random target, over any robot backend.
 
-Observation ``[2 J + 6]``: joint positions ``[J]``, joint velocities ``[J]``, end-effector
-position ``[3]``, target position ``[3]`` (see :class:`envs.tasks.ReachLayout`).
+Observation ``[2 J + 9]``: joint positions ``[J]``, joint velocities ``[J]``, end-effector
+position ``[3]``, target position ``[3]``, and the offset target - end effector ``[3]`` (see
+:class:`envs.tasks.ReachLayout`).
 Action ``[J]`` in ``[-1, 1]``: joint-position deltas, scaled by ``action_scale`` rad per step,
 added to the previous command (not to the measured position: a position servo sags under
 gravity, so adding to the measured position would make a zero action drift downwards).
@@ -165,7 +166,8 @@ class ArmReachEnv(gym.Env):
     def _observe(self, position: np.ndarray, velocity: np.ndarray) -> np.ndarray:
         q = np.asarray(position, dtype=np.float64)
         ee = self.kinematics.ee_position(q)
-        obs = np.concatenate([q[self._idx], np.asarray(velocity)[self._idx], ee, self._target])
+        obs = np.concatenate([q[self._idx], np.asarray(velocity)[self._idx], ee, self._target,
+                              self._target - ee])
         self._obs = obs
         return obs.copy()
 

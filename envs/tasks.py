@@ -32,8 +32,12 @@ def _all_finite(x: Array) -> Array:
 
 @dataclass(frozen=True)
 class ReachLayout:
-    """Where things sit in an ``ArmReach`` observation of ``J`` joints (``D = 2 J + 6``):
-    ``[q (J), qdot (J), ee position (3), target position (3)]``."""
+    """Where things sit in an ``ArmReach`` observation of ``J`` joints (``D = 2 J + 9``):
+    ``[q (J), qdot (J), ee position (3), target position (3), target - ee (3)]``.
+
+    The last block repeats what the two before it hold; giving the networks the offset
+    directly, as goal-reaching tasks commonly do, makes the fine approach far easier to learn.
+    """
 
     joints: int
 
@@ -46,8 +50,12 @@ class ReachLayout:
         return slice(2 * self.joints + 3, 2 * self.joints + 6)
 
     @property
+    def offset(self) -> slice:
+        return slice(2 * self.joints + 6, 2 * self.joints + 9)
+
+    @property
     def obs_dim(self) -> int:
-        return 2 * self.joints + 6
+        return 2 * self.joints + 9
 
 
 def reach_distance(obs: Array, layout: ReachLayout) -> Array:

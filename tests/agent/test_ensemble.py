@@ -221,3 +221,11 @@ def test_predict_chunking_gives_the_same_result() -> None:
     chunked = predict(model, obs, act, [4, 0, 1], torch.Generator().manual_seed(0), chunk_size=7)
     for a, b in ((whole.next_obs, chunked.next_obs), (whole.member_std, chunked.member_std)):
         torch.testing.assert_close(a, b)
+
+
+def test_config_composes_as_a_structured_config() -> None:
+    omegaconf = pytest.importorskip("omegaconf")
+    base = omegaconf.OmegaConf.structured(EnsembleConfig)
+    merged = omegaconf.OmegaConf.merge(base, {"weight_decay": [1e-5] * 5, "max_epochs": 10})
+    cfg = omegaconf.OmegaConf.to_object(merged)
+    assert cfg.weight_decay == (1e-5,) * 5 and cfg.max_epochs == 10

@@ -28,10 +28,11 @@ def test_check_env_passes(env: gym.Env) -> None:
 
 def test_observation_layout(env: gym.Env) -> None:
     obs, info = env.reset(seed=0)
-    assert obs.shape == (16,) and env.action_space.shape == (5,)
+    assert obs.shape == (19,) and env.action_space.shape == (5,)
     layout = ReachLayout(5)
     ee = env.unwrapped.kinematics.ee_position(env.unwrapped.robot.read_state().position)
     np.testing.assert_allclose(obs[layout.ee], ee)
+    np.testing.assert_allclose(obs[layout.offset], obs[layout.target] - ee)
     assert info["distance"] == pytest.approx(float(reach_distance(obs, layout)))
     assert obs[layout.target][2] >= 0.05
 
