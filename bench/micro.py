@@ -3,9 +3,10 @@
     python bench/micro.py [--repeats 5] [--threads 1 2] [--device cpu]
 
 Rows: ensemble training samples/s and forward states/s (batched ``[E, in, out]`` vs one
-member at a time), model rollout transitions/s at a 100k-state batch (row blocks vs one pass), SAC updates/s at batch 256 (both critics in one
-pass vs one after the other), and MBPO wall-clock seconds per env step at UTD 20 on
-``ArmReach-v0``. Medians over ``--repeats``; prints a table, saves JSON and a PNG.
+member at a time), model rollout transitions/s at a 100k-state batch (row blocks vs one pass),
+SAC updates/s at batch 256 (both critics in one pass vs one after the other), and MBPO
+wall-clock seconds per env step at UTD 20 on ``ArmReach-v0``. Medians over ``--repeats``;
+prints a table, saves JSON and a PNG.
 """
 
 from __future__ import annotations
