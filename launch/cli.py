@@ -149,9 +149,7 @@ def evaluate(run_dir: Path, episodes: int, as_json: bool, video: Path | None,
     result = evaluate_policy(sac, env, episodes, seed=123, render=video is not None)
     frames = result.pop("frames")
     if video is not None:
-        import imageio.v3 as iio
-
-        iio.imwrite(video, np.stack(frames), fps=env.metadata.get("render_fps", 20))
+        write_video(video, frames, fps=env.metadata.get("render_fps", 20))
         result["video"] = str(video)
     env.close()
     result["checkpoint"] = str(ckpt)
@@ -159,6 +157,23 @@ def evaluate(run_dir: Path, episodes: int, as_json: bool, video: Path | None,
           f"{episodes} episodes: mean return {result['mean_return']:.2f}, success rate "
           f"{result['success_rate']}")
     return result
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    """``.gif`` through Pillow (always there); ``.mp4`` needs ``pip install imageio-ffmpeg``."""
+    import imageio.v3 as iio
+
+    if path.suffix.lower() not in (".gif", ".mp4"):
+        raise ConfigError(f"--video {path}: use a .gif or .mp4 file name")
+    if path.suffix.lower() == ".mp4":
+        try:
+            import imageio_ffmpeg  # noqa: F401
+        except ImportError:
+            raise ConfigError("--video .mp4 needs `pip install imageio-ffmpeg` (or mbpo-arm"
+                              "[video]); a .gif needs nothing more") from None
+        iio.imwrite(path, np.stack(frames), fps=fps)
+    else:
+        iio.imwrite(path, np.stack(frames), duration=1000 / fps, loop=0)
 
 
 # ------------------------------------------------------------------------------- building
@@ -240,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("run_dir", type=Path)
     p_eval.add_argument("--episodes", type=int, default=10)
     p_eval.add_argument("--json", action="store_true", help="print one JSON object")
-    p_eval.add_argument("--video", type=Path, help="record an MP4 from the twin")
+    p_eval.add_argument("--video", type=Path, help="record a .gif or .mp4 from the twin")
     p_eval.add_argument("--device", default="cpu")
     args, rest = parser.parse_known_args(argv)
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from agent.logger import read_metrics
+from agent.replay import ReplayBuffer
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["--backend", "mujoco", "task=reach", "agent=sac", "logger.wandb=disabled",
@@ -44,6 +45,10 @@ def test_train_then_eval_end_to_end(tmp_path: Path) -> None:
     assert result["episodes"] == 2
     assert set(result) >= {"mean_return", "success_rate", "episodes"}
     assert 0.0 <= result["success_rate"] <= 1.0
+    video = tmp_path / "eval.gif"
+    result = json.loads(cli("eval", str(run), "--episodes", "1", "--json", "--video",
+                            str(video)).stdout)
+    assert result["video"] == str(video) and video.stat().st_size > 10_000
 
 
 def test_bad_override_is_one_line_error() -> None:
@@ -80,6 +85,8 @@ def test_sigkill_then_resume_continues_the_step_count(tmp_path: Path) -> None:
     evals = [e["env_steps"] for e in read_metrics(run) if "eval_return" in e]
     assert evals and evals[0] == killed_at + 100 and evals[-1] == killed_at + 200
     assert (run / "checkpoints" / "latest").read_text().strip() == f"step_{killed_at + 200:08d}"
+    replay = ReplayBuffer.load(run / "checkpoints" / f"step_{killed_at + 200:08d}" / "replay.npz")
+    assert replay.total_added == killed_at + 200  # no step counted twice, none lost before it
 
 
 @pytest.mark.parametrize("bad", ["nonexistent_run"])
