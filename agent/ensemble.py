@@ -45,8 +45,8 @@ class EnsembleConfig:
     max_holdout: int = 5000  # cap on the holdout size
     patience: int = 5  # epochs without improvement before stopping
     improvement: float = 0.01  # relative holdout-MSE decrease that counts as improvement
-    max_epochs: int | None = None  # epochs per training call; None = until early stop
-    max_epochs_per_train: int = 200  # hard cap on epochs per training call, bounds its time
+    max_epochs: int | None = None  # epoch cap per training call (early stop still applies)
+    max_epochs_per_train: int = 200  # hard epoch cap per call even with max_epochs None
     learn_reward: bool = False  # also predict the reward (tasks without a reward function)
     device: str = "cpu"  # torch device, set by the caller from the run config
 

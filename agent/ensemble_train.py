@@ -198,8 +198,9 @@ def train_ensemble(model: ProbabilisticEnsemble, obs: ArrayLike, action: ArrayLi
         rng: draws the shared holdout (``holdout_split``, its first use) and each member's
             bootstrap of the training set.
         generator: shuffles each member's bootstrap every epoch (minibatches ``[E, B, D]``).
-    Normalizers are refitted on all data every call. With an empty holdout (tiny data) the
-    training set stands in for it. The caller keeps ``report.elites`` and passes them back.
+    Normalizers are refitted on all data and Adam starts afresh every call; training goes on
+    from the current weights. With an empty holdout (tiny data) the training set stands in for
+    it. The caller keeps ``report.elites`` and passes them back.
     """
     t0 = time.perf_counter()
     x, y = _model_data(model, obs, action, next_obs, reward)

@@ -13,7 +13,7 @@ import torch
 from agent.checkpoint import latest_checkpoint
 from agent.logger import read_metrics
 from agent.run import restore
-from agent.train import recent_episodes, train
+from agent.train import ensure_model_buffer, recent_episodes, sample_batch, train
 from launch.cli import build_run, load_run_config
 
 
@@ -110,3 +110,38 @@ def test_recent_episodes_cut_at_episode_ends(n_episodes: int) -> None:
     o, a = episodes[1]
     assert o.shape == (t + 1, 1) and a.shape == (t, 1)
     assert o[-1, 0] == data["next_obs"][2 * t - 1, 0]
+
+
+def test_sac_batches_mix_real_and_model_data_by_the_ratio(tmp_path: Path) -> None:
+    run = make_run(tmp_path, 300, "agent.mbpo.real_ratio=0.25", "agent.sac.batch_size=100")
+    rng = np.random.default_rng(0)
+    n = 500
+    real = (np.zeros((n, 2)), np.zeros((n, 2)), np.zeros(n), np.zeros((n, 2)),
+            np.zeros(n, bool), np.zeros(n, bool))
+    run.replay.add(*real)
+    assert len(sample_batch(run)) == 100  # no model data yet: all real
+    run.model.horizon = 1
+    ensure_model_buffer(run)
+    run.model.buffer.add(np.ones((n, 2)), rng.uniform(-1, 1, (n, 2)), np.ones(n),
+                         np.ones((n, 2)), np.zeros(n, bool), np.zeros(n, bool))
+    batch = sample_batch(run)
+    assert len(batch) == 100 and int((batch.reward == 0).sum()) == 25
+
+
+def test_model_buffer_is_sized_by_the_horizon_and_keeps_the_newest(tmp_path: Path) -> None:
+    run = make_run(tmp_path, 300, "agent.mbpo.rollout_batch=10", "agent.mbpo.epoch_length=20",
+                   "agent.mbpo.model_train_every=10", "agent.mbpo.retain_epochs=1")
+    run.model.horizon = 1
+    ensure_model_buffer(run)
+    assert run.model.buffer.capacity == 1 * 2 * 10 * 1  # epochs x rollouts/epoch x batch x h
+    n = 20
+    rewards = np.arange(n, dtype=np.float64)
+    run.model.buffer.add(np.zeros((n, 2)), np.zeros((n, 2)), rewards, np.zeros((n, 2)),
+                         np.zeros(n, bool), np.zeros(n, bool))
+    run.model.horizon = 3
+    ensure_model_buffer(run)
+    assert run.model.buffer.capacity == 60
+    np.testing.assert_array_equal(run.model.buffer.all()["reward"], rewards)
+    run.model.horizon = 1
+    ensure_model_buffer(run)
+    np.testing.assert_array_equal(run.model.buffer.all()["reward"], rewards)
