@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agent.layers import EnsembleLinear
+from agent.layers import EnsembleLinear, Normalizer
 from agent.math import gaussian_nll, soft_clamp
 
 ACTIVATIONS = {"silu": F.silu, "relu": F.relu, "elu": F.elu, "gelu": F.gelu, "tanh": torch.tanh}
@@ -76,33 +76,6 @@ class EnsembleConfig:
             raise ValueError(f"ensemble.improvement must be >= 0, got {self.improvement}")
         if self.max_epochs is not None and self.max_epochs < 1:
             raise ValueError(f"ensemble.max_epochs must be >= 1 or None, got {self.max_epochs}")
-
-
-class Normalizer(nn.Module):
-    """Per-feature standardisation; ``mean``/``std`` ``[D]`` are buffers (in the state_dict).
-
-    A feature whose std is below ``eps`` (e.g. constant) keeps std 1 (as MBPO's
-    ``TensorStandardScaler``).
-    """
-
-    def __init__(self, size: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.eps = eps
-        self.register_buffer("mean", torch.zeros(size))
-        self.register_buffer("std", torch.ones(size))
-
-    @torch.no_grad()
-    def fit(self, data: torch.Tensor) -> None:
-        """Fit on ``data`` ``[N, D]``."""
-        std = data.std(dim=0, unbiased=False)
-        self.mean.copy_(data.mean(dim=0))
-        self.std.copy_(torch.where(std < self.eps, torch.ones_like(std), std))
-
-    def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x - self.mean) / self.std
-
-    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.std + self.mean
 
 
 class ProbabilisticEnsemble(nn.Module):

@@ -1,4 +1,5 @@
-"""One linear layer for all members of an ensemble: weights ``[E, in, out]``, one batched matmul.
+"""Shared layers: one linear layer for all members of an ensemble (weights ``[E, in, out]``,
+one batched matmul), and a per-feature normalizer.
 
 Used by the dynamics ensemble (E = 7) and by SAC's twin critics (E = 2), so every member runs
 in a single computation (mbrl-lib ``EnsembleLinearLayer``).
@@ -40,3 +41,30 @@ class EnsembleLinear(nn.Module):
 
     def extra_repr(self) -> str:
         return f"members={self.members}, in={self.in_features}, out={self.out_features}"
+
+
+class Normalizer(nn.Module):
+    """Per-feature standardisation; ``mean``/``std`` ``[D]`` are buffers (in the state_dict).
+
+    A feature whose std is below ``eps`` (e.g. constant) keeps std 1 (as MBPO's
+    ``TensorStandardScaler``).
+    """
+
+    def __init__(self, size: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("std", torch.ones(size))
+
+    @torch.no_grad()
+    def fit(self, data: torch.Tensor) -> None:
+        """Fit on ``data`` ``[N, D]``."""
+        std = data.std(dim=0, unbiased=False)
+        self.mean.copy_(data.mean(dim=0))
+        self.std.copy_(torch.where(std < self.eps, torch.ones_like(std), std))
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def denormalize(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.std + self.mean

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from agent.layers import Normalizer
 from agent.math import actor_loss, critic_target, polyak_update, squashed_gaussian, temperature_loss
 from agent.networks import Actor, TwinCritic
 from agent.types import TransitionBatch
@@ -53,6 +54,10 @@ class SACConfig:
     target_entropy: float | None = None  # autotune's entropy target; None: -act_dim (2018b)
     autotune: bool = True  # learn alpha towards target_entropy; False keeps init_alpha
     actor_update_interval: int = 1  # critic updates per actor+alpha update (cleanrl)
+    # Standardize observations with a mean/std fitted once on the first real data, clipped to
+    # +-10 (as SB3's VecNormalize): a 1 cm offset is ~0.01 raw but ~0.1 standardized, which
+    # the reach task's final approach needs.
+    normalize_obs: bool = True
     learning_starts: int = 5000  # env steps with uniform random actions before updates start
     utd: int = 1  # gradient updates per env step (update-to-data ratio)
 
@@ -130,6 +135,8 @@ class SAC:
         self._update_gen = torch.Generator(device=self.device)
         self._update_gen.manual_seed(_draw_seed(generator))
         self.updates = 0  # calls of update() so far
+        self.obs_norm = Normalizer(obs_dim, eps=1e-3).to(self.device)
+        self.obs_norm_fitted = False
         nan = torch.tensor(float("nan"), device=self.device)
         self._actor_metrics = {"actor_loss": nan, "alpha_loss": nan, "entropy": nan}
 
@@ -155,7 +162,7 @@ class SAC:
         if obs_t.ndim != 2 or obs_t.shape[1] != self.obs_dim:
             raise ValueError(f"obs must be [obs_dim] or [B, obs_dim] with obs_dim="
                              f"{self.obs_dim}, got shape {list(np.shape(obs))}")
-        mean, log_std = self.actor(obs_t)
+        mean, log_std = self.actor(self.normalize(obs_t))
         noise = None
         if not deterministic:
             noise = torch.randn(mean.shape, generator=self.generator,
@@ -168,7 +175,7 @@ class SAC:
     def policy_tensor(self, obs: torch.Tensor) -> torch.Tensor:
         """Stochastic actions ``[B, A]`` for ``obs`` ``[B, obs_dim]`` on ``device``, without
         leaving torch (model rollouts call this on 100k states at once)."""
-        mean, log_std = self.actor(obs.to(self.device))
+        mean, log_std = self.actor(self.normalize(obs.to(self.device)))
         action, _ = squashed_gaussian(mean, log_std, self._randn(mean.shape))
         return action
 
@@ -183,7 +190,7 @@ class SAC:
         """
         metrics = self._update_critic(batch)
         if self.updates % self.cfg.actor_update_interval == 0:
-            self._actor_metrics = self._update_actor_and_alpha(batch.obs)
+            self._actor_metrics = self._update_actor_and_alpha(self.normalize(batch.obs))
         polyak_update(self.critic.parameters(), self.critic_target.parameters(), self.cfg.tau)
         self.updates += 1
         metrics.update(self._actor_metrics, alpha=self.alpha)
@@ -198,17 +205,18 @@ class SAC:
 
         ``noise`` ``[B, A]`` for the next action; ``None`` draws it from the update generator.
         """
-        mean, log_std = self.actor(batch.next_obs)
+        next_obs = self.normalize(batch.next_obs)
+        mean, log_std = self.actor(next_obs)
         if noise is None:
             noise = self._randn(mean.shape)
         next_action, next_logp = squashed_gaussian(mean, log_std, noise)
-        next_q = self.critic_target(batch.next_obs, next_action).amin(dim=0)
+        next_q = self.critic_target(next_obs, next_action).amin(dim=0)
         return critic_target(batch.reward, batch.terminated, next_q, next_logp, self.alpha,
                              self.cfg.gamma)
 
     def _update_critic(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
         target = self.td_target(batch)
-        q = self.critic(batch.obs, batch.action)  # [E, B]
+        q = self.critic(self.normalize(batch.obs), batch.action)  # [E, B]
         loss = (q - target).pow(2).mean(dim=1).sum()  # sum of members' MSE (cleanrl)
         self.critic_opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -233,6 +241,21 @@ class SAC:
         return {"actor_loss": loss.detach(), "alpha_loss": alpha_loss.detach(),
                 "entropy": -logp.detach().mean()}
 
+    # ------------------------------------------------------------------ observation scale
+    def normalize(self, obs: torch.Tensor) -> torch.Tensor:
+        """``[B, obs_dim]`` standardized and clipped to +-10 once fitted; unchanged before
+        (or with ``normalize_obs`` off)."""
+        if not self.obs_norm_fitted:
+            return obs
+        return self.obs_norm.normalize(obs).clamp(-10.0, 10.0)
+
+    def fit_obs_normalizer(self, obs: np.ndarray) -> None:
+        """Fit the observation standardization on ``[N, obs_dim]`` real observations, once
+        (refitting would move the inputs under trained networks)."""
+        if self.cfg.normalize_obs and not self.obs_norm_fitted:
+            self.obs_norm.fit(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
+            self.obs_norm_fitted = True
+
     def _randn(self, shape: torch.Size) -> torch.Tensor:
         return torch.randn(shape, generator=self._update_gen, device=self.device)
 
@@ -249,12 +272,16 @@ class SAC:
         return {"actor": {k: v.detach().to("cpu", copy=True)
                           for k, v in self.actor.state_dict().items()},
                 "obs_dim": self.obs_dim, "act_dim": self.act_dim,
-                "hidden": list(self.cfg.hidden), "version": self.updates}
+                "hidden": list(self.cfg.hidden), "version": self.updates,
+                "obs_norm": {k: v.detach().cpu() for k, v in self.obs_norm.state_dict().items()},
+                "obs_norm_fitted": self.obs_norm_fitted}
 
     def load_policy_state_dict(self, state: dict[str, Any]) -> None:
         """Load the actor from :meth:`policy_state_dict` (e.g. in an actor process)."""
         self._check_dims(state, "the policy state")
         self.actor.load_state_dict(state["actor"])
+        self.obs_norm.load_state_dict(state["obs_norm"])
+        self.obs_norm_fitted = bool(state["obs_norm_fitted"])
 
     def state_dict(self) -> dict[str, Any]:
         """Everything an exact resume needs: networks, target, ``log_alpha``, optimizers, the
@@ -271,11 +298,14 @@ class SAC:
                 "update_generator_device": self.device.type,
                 "actor_metrics": {k: float(v) for k, v in self._actor_metrics.items()},
                 "obs_dim": self.obs_dim, "act_dim": self.act_dim,
-                "hidden": list(self.cfg.hidden)}
+                "hidden": list(self.cfg.hidden), "obs_norm": self.obs_norm.state_dict(),
+                "obs_norm_fitted": self.obs_norm_fitted}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (saved on any device) onto this agent's device."""
         self._check_dims(state, "the SAC state")
+        self.obs_norm.load_state_dict(state["obs_norm"])
+        self.obs_norm_fitted = bool(state["obs_norm_fitted"])
         for name in ("actor", "critic", "critic_target"):
             getattr(self, name).load_state_dict(state[name])
         with torch.no_grad():
@@ -302,7 +332,7 @@ class SAC:
             return self
         opt_states = [opt.state_dict() for opt in (self.actor_opt, self.critic_opt,
                                                    self.alpha_opt)]
-        for module in (self.actor, self.critic, self.critic_target):
+        for module in (self.actor, self.critic, self.critic_target, self.obs_norm):
             module.to(device)
         self.log_alpha = self.log_alpha.detach().to(device).requires_grad_(True)
         self._make_optimizers()  # fresh optimizers over the moved tensors, then their states,

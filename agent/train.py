@@ -134,6 +134,7 @@ def update_policy(run: Run) -> None:
     ``real_ratio`` real with model transitions (MBPO, once the model buffer has data)."""
     if run.counters.env_steps < run.sac_cfg.learning_starts:
         return
+    run.sac.fit_obs_normalizer(run.replay.all()["obs"])  # once, on the first real data
     for _ in range(run.sac_cfg.utd):
         run.last_update = run.sac.update(sample_batch(run))
         run.counters.updates += 1

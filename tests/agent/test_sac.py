@@ -208,9 +208,12 @@ def test_state_dict_round_trip_gives_identical_actions_and_updates(tmp_path: Pat
 
 def test_policy_state_dict_ships_the_actor_only() -> None:
     sac, other = make_sac(seed=0), make_sac(seed=1)
-    sac.update(random_buffer().sample(64, np.random.default_rng(0)))
+    buffer = random_buffer()
+    sac.fit_obs_normalizer(buffer.all()["obs"] * 3.0 + 1.0)
+    sac.update(buffer.sample(64, np.random.default_rng(0)))
     state = sac.policy_state_dict()
-    assert set(state) == {"actor", "obs_dim", "act_dim", "hidden", "version"}
+    assert set(state) == {"actor", "obs_dim", "act_dim", "hidden", "version", "obs_norm",
+                          "obs_norm_fitted"}
     assert state["version"] == 1 and all(t.device.type == "cpu" for t in state["actor"].values())
     other.load_policy_state_dict(copy.deepcopy(state))
     obs = np.ones((3, OBS))
@@ -243,3 +246,19 @@ def test_to_device_keeps_weights_and_optimizer_state() -> None:
     assert all(torch.equal(before[k]["exp_avg"], after[k]["exp_avg"]) for k in before)
     sac.update(buffer.sample(64, rng))
     assert sac.updates == 2 and sac.critic_opt.state_dict()["state"][0]["step"] == 2
+
+
+def test_observation_normalizer_is_fitted_once_and_travels_with_the_state() -> None:
+    sac = make_sac(seed=0)
+    obs = np.random.default_rng(0).normal(5.0, 0.01, size=(500, OBS))
+    raw = torch.as_tensor(obs[:4], dtype=torch.float32)
+    assert torch.equal(sac.normalize(raw), raw)  # identity before fitting
+    sac.fit_obs_normalizer(obs)
+    normalized = sac.normalize(torch.as_tensor(obs, dtype=torch.float32))
+    assert normalized.mean().abs() < 0.05 and (normalized.std(0) - 1).abs().max() < 0.05
+    sac.fit_obs_normalizer(obs * 100)  # a second fit changes nothing
+    assert torch.allclose(sac.normalize(torch.as_tensor(obs, dtype=torch.float32)), normalized)
+    restored = make_sac(seed=1)
+    restored.load_state_dict(copy.deepcopy(sac.state_dict()))
+    assert restored.obs_norm_fitted
+    np.testing.assert_array_equal(restored.normalize(raw), sac.normalize(raw))

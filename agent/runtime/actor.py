@@ -1,0 +1,238 @@
+"""The fixed-rate actor: one env step per tick, the transition to the log, then to the learner.
+
+A tick: choose the action for the latest observation (random before ``learning_starts``, the
+policy on the CPU after, zeros while holding), ``env.step`` it (read state -> shield -> send ->
+``robot.advance()``, which returns at the wall-clock tick when the robot paces), append the
+transition with the *executed* action to the :class:`~agent.runtime.replay_log.ReplayLog`,
+then ``put_nowait`` it on the learner's queue (never blocks; when the queue is full or the
+learner gone, the log still has it and the learner reads it from there). Between ticks: poll
+for new weights, and collect young garbage while there is slack.
+
+Measured per tick: period, lateness against the schedule (jitter), missed deadlines, policy
+version lag, queue depth, weight latency (publish to use), transitions per second.
+"""
+
+from __future__ import annotations
+
+import gc
+import queue as queue_mod
+import time
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from agent.runtime import control as ctl
+from agent.runtime.config import RuntimeConfig
+from agent.runtime.replay_log import ReplayLog
+from agent.runtime.weights import WeightsReader, unflatten
+from agent.sac import SAC
+
+
+class Schedule:
+    """Tick ``k`` is due at ``anchor + k * period``; measures lateness and, for
+    ``pacing=actor``, waits for the deadline.
+
+    Waiting sleeps until ``spin_s`` before the deadline and spins on ``perf_counter`` for the
+    rest: ``time.sleep`` alone overshoots by the scheduler's wake-up latency (50 us to several
+    ms under load; Linux timer slack is 50 us), a spin of ~1 ms absorbs it at the cost of
+    that much CPU. More than one period late drops the backlog (re-anchors) instead of
+    bursting, as the twin's ``_wait_for_tick`` does.
+    """
+
+    def __init__(self, period: float, spin_s: float, miss_tolerance: float) -> None:
+        self.period, self.spin_s, self.tolerance = period, spin_s, miss_tolerance * period
+        self.anchor: float | None = None
+        self.k, self.last = 0, 0.0
+        self.periods: list[float] = []
+        self.lateness: list[float] = []
+        self.missed = 0
+
+    def restart(self) -> None:
+        """Forget the anchor (after a reset the robot starts a new schedule)."""
+        self.anchor = None
+
+    def next_deadline(self) -> float | None:
+        return None if self.anchor is None else self.anchor + (self.k + 1) * self.period
+
+    def wait(self) -> None:
+        """Sleep, then spin, until the next deadline (first call: now)."""
+        deadline = self.next_deadline()
+        if deadline is None:
+            return
+        remaining = deadline - time.perf_counter()
+        if remaining > self.spin_s:
+            time.sleep(remaining - self.spin_s)
+        while time.perf_counter() < deadline:
+            pass
+
+    def mark(self, t: float) -> None:
+        """Record that a tick happened at ``t`` (``perf_counter`` seconds)."""
+        if self.anchor is None:
+            self.anchor, self.k, self.last = t, 0, t
+            return
+        self.k += 1
+        late = t - (self.anchor + self.k * self.period)
+        self.periods.append(t - self.last)
+        self.lateness.append(late)
+        self.missed += late > self.tolerance
+        self.last = t
+        if late > self.period:
+            self.anchor, self.k = t, 0
+
+
+class Actor:
+    """The actor's state and its tick; the supervisor owns the loop around it.
+
+    Args:
+        env: the task env (its robot paces ``step`` when ``cfg.pacing == "robot"``).
+        policy: a CPU :class:`~agent.sac.SAC`; only its actor network is used.
+        log: the run's replay log; its ``next_seq`` is this actor's step count.
+        cfg: the runtime settings; ``learning_starts``: random actions before this many steps.
+        reader: new weights from the learner; ``control``: the shared control block.
+        seed: seeds the first reset and the random actions.
+    """
+
+    def __init__(self, env: gym.Env, policy: SAC, log: ReplayLog, cfg: RuntimeConfig,
+                 reader: WeightsReader, control: Any, learning_starts: int, seed: int) -> None:
+        self.env, self.policy, self.log, self.cfg = env, policy, log, cfg
+        self.reader, self.control, self.learning_starts = reader, control, learning_starts
+        self.queue: Any = None  # set by the supervisor; replaced when the learner restarts
+        self.hold = False  # zero actions (holding position) instead of the policy
+        self.rng = np.random.default_rng([seed, log.next_seq])
+        self.seed = seed + log.next_seq
+        self.schedule = Schedule(cfg.period, cfg.spin_s, cfg.miss_tolerance)
+        self._template = {k: v.clone() for k, v in policy.actor.state_dict().items()}
+        self.obs: np.ndarray | None = None
+        self.episodes, self.ticks, self.dropped = 0, 0, 0
+        self.version_lag: list[int] = []
+        self.queue_depth: list[int] = []
+        self.weight_latency: list[float] = []
+        self.versions_applied = 0
+        self._t_start = 0.0
+
+    @property
+    def steps(self) -> int:
+        """Transitions this run has (in the log), this session's and earlier ones."""
+        return self.log.next_seq
+
+    def start(self) -> None:
+        """Start-up: one thread for torch, the first (seeded) reset, the GC frozen."""
+        torch.set_num_threads(1)
+        self.poll_weights()
+        self._reset(seed=self.seed)
+        gc.collect()
+        gc.freeze()  # start-up objects leave the generations the collector scans
+        gc.disable()  # collections run between ticks, in slack (see between_ticks)
+        self._t_start = time.perf_counter()
+
+    def stop(self) -> None:
+        """Holding position: no new command is sent (position servos keep the last target;
+        the twin does not move without ``advance``); the log is synced."""
+        self.log.sync()
+        gc.enable()
+
+    # ------------------------------------------------------------------------ the tick
+    def tick(self) -> None:
+        """One control period: act, step (paced), log, hand over."""
+        action = self.choose_action(self.obs)
+        next_obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.cfg.pacing == "actor":
+            self.schedule.wait()
+        self.schedule.mark(time.perf_counter())
+        executed = np.asarray(info.get("executed_action", action), dtype=np.float32)
+        raw = self.log.append(self.obs, executed, float(reward), next_obs, bool(terminated),
+                              bool(truncated))
+        self.control[ctl.ACTOR_STEPS] = self.log.next_seq
+        self._hand_over(raw)
+        self.ticks += 1
+        if terminated or truncated:
+            self.episodes += 1
+            self._reset()
+        else:
+            self.obs = next_obs
+
+    def choose_action(self, obs: np.ndarray) -> np.ndarray:
+        """Zeros while holding, uniform before ``learning_starts``, else the policy."""
+        shape = self.env.action_space.shape
+        if self.hold:
+            return np.zeros(shape, dtype=np.float32)
+        if self.log.next_seq < self.learning_starts:
+            return self.rng.uniform(-1.0, 1.0, shape).astype(np.float32)
+        return self.policy.act(obs)
+
+    def between_ticks(self) -> None:
+        """Weights, metrics and, with slack left, a young-generation GC pass."""
+        self.poll_weights()
+        self.version_lag.append(int(self.control[ctl.UPDATES]) - max(self.reader.version, 0))
+        self.queue_depth.append(self._queue_depth())
+        deadline = self.schedule.next_deadline()
+        if (self.ticks % self.cfg.gc_every_ticks == 0 and deadline is not None
+                and deadline - time.perf_counter() > 0.25 * self.cfg.period):
+            gc.collect(0)
+
+    def poll_weights(self) -> bool:
+        """Load newer published weights if there are any; never blocks."""
+        got = self.reader.poll()
+        if got is None:
+            return False
+        vector, _, stamp = got
+        self.policy.actor.load_state_dict(unflatten(vector, self._template))
+        self.weight_latency.append((time.monotonic_ns() - stamp) / 1e9)
+        self.versions_applied += 1
+        return True
+
+    def _hand_over(self, raw: bytes) -> None:
+        q = self.queue
+        if q is None:
+            self.dropped += 1
+            return
+        try:
+            q.put_nowait(raw)
+        except (queue_mod.Full, ValueError, OSError):  # full, or closed after a restart
+            self.dropped += 1
+
+    def _queue_depth(self) -> int:
+        try:
+            return int(self.queue.qsize()) if self.queue is not None else 0
+        except (NotImplementedError, OSError, ValueError):  # macOS has no sem_getvalue
+            return -1
+
+    def _reset(self, seed: int | None = None) -> None:
+        self.obs, _ = self.env.reset(seed=seed)
+        self.schedule.restart()
+
+    # ------------------------------------------------------------------------ figures
+    def summary(self) -> dict[str, Any]:
+        """Tick, jitter, weights and queue figures of this session (seconds)."""
+        elapsed = max(time.perf_counter() - self._t_start, 1e-9)
+        s = self.schedule
+        return {"ticks": self.ticks, "actor_steps": self.steps, "episodes": self.episodes,
+                "transitions_per_s": self.ticks / elapsed, "missed_deadlines": s.missed,
+                "period": _percentiles(s.periods),
+                "abs_jitter": _percentiles(np.abs(s.lateness)),
+                "weight_latency": _percentiles(self.weight_latency),
+                "version_lag": _percentiles(self.version_lag),
+                "queue_depth": _percentiles(self.queue_depth), "queue_dropped": self.dropped,
+                "versions_applied": self.versions_applied,
+                "torn_weight_reads": self.reader.torn_reads, "target_period": s.period}
+
+
+def _percentiles(values: Any) -> dict[str, float | None]:
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return {"p50": None, "p99": None, "max": None, "mean": None}
+    p50, p99 = np.percentile(a, [50, 99])
+    return {"p50": float(p50), "p99": float(p99), "max": float(a.max()), "mean": float(a.mean())}
+
+
+def run_actor(actor: Actor, should_stop: Callable[[], bool],
+              between: Callable[[], None]) -> None:
+    """Tick until ``should_stop()``; ``between()`` (the supervisor's watch) runs after each
+    tick, after the actor's own :meth:`Actor.between_ticks`."""
+    while not should_stop():
+        actor.tick()
+        actor.between_ticks()
+        between()

@@ -1,0 +1,64 @@
+"""How a run is executed: the synchronous loop of :mod:`agent.train`, or an actor at a fixed
+rate with a learner in a background process (:mod:`agent.runtime.supervisor`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MODES = ("sync", "async")
+PACING = ("robot", "actor")
+ON_DEATH = ("act", "hold")
+RESETS = ("env",)
+
+
+@dataclass
+class RuntimeConfig:
+    """The ``runtime`` group (``configs/runtime/``); only ``mode=async`` reads the rest."""
+
+    mode: str = "sync"  # sync: agent.train's loop; async: fixed-rate actor + learner process
+    control_hz: float = 20.0  # actor tick rate; the composition sets the backend's rate to it
+    pacing: str = "robot"  # robot: the robot's advance() waits for the tick; actor: we wait
+    spin_s: float = 0.001  # pacing=actor: sleep until this long before the deadline, then spin
+    miss_tolerance: float = 0.1  # a tick later than this fraction of a period misses it
+    fsync_every_records: int = 50  # fsync the replay log after this many appends ...
+    fsync_every_s: float = 1.0  # ... or this many seconds, whichever comes first
+    queue_size: int = 10_000  # transitions in flight to the learner; full: the log has them
+    target_utd: float | None = None  # SAC updates per env step; null: agent.sac.utd
+    publish_every_updates: int = 50  # publish policy weights after this many updates ...
+    publish_every_s: float = 0.5  # ... or this many seconds, whichever comes first
+    checkpoint_every_s: float = 60.0  # learner checkpoints this often (and every trainer's N)
+    log_every_s: float = 5.0  # learner progress events in metrics.jsonl
+    learner_threads: int = 1  # torch threads of the learner process
+    on_learner_death: str = "act"  # act: keep the last weights; hold: zero actions (hold)
+    restart_delay_s: float = 1.0  # wait before restarting a dead learner
+    max_restarts: int = 100  # then keep acting without a learner
+    reset: str = "env"  # episode end: env (the env's reset)
+    gc_every_ticks: int = 20  # gc.collect(0) between ticks this often, when there is slack
+    stop_timeout_s: float = 120.0  # how long shutdown waits for the learner's last checkpoint
+
+    def __post_init__(self) -> None:
+        choices = (("mode", MODES), ("pacing", PACING), ("on_learner_death", ON_DEATH),
+                   ("reset", RESETS))
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"runtime.{name}={getattr(self, name)!r} is not allowed; "
+                                 f"choose one of {', '.join(allowed)}")
+        positive = ("control_hz", "fsync_every_records", "fsync_every_s", "queue_size",
+                    "publish_every_updates", "publish_every_s", "checkpoint_every_s",
+                    "log_every_s", "learner_threads", "gc_every_ticks", "stop_timeout_s")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ValueError(f"runtime.{name} must be > 0, got {getattr(self, name)}")
+        for name in ("spin_s", "miss_tolerance", "restart_delay_s", "max_restarts"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"runtime.{name} must be >= 0, got {getattr(self, name)}")
+        if self.target_utd is not None and not self.target_utd > 0:
+            raise ValueError(f"runtime.target_utd must be > 0 or null, got {self.target_utd}")
+        if self.spin_s >= 1.0 / self.control_hz:
+            raise ValueError(f"runtime.spin_s={self.spin_s} is not shorter than the period "
+                             f"1/{self.control_hz} s")
+
+    @property
+    def period(self) -> float:
+        """Seconds per tick."""
+        return 1.0 / self.control_hz

@@ -1,0 +1,226 @@
+"""The learner process: owns the replay and model buffers, trains without pausing the actor.
+
+It works on an :class:`agent.run.Run` with the phases of :mod:`agent.train` (``model_due``,
+``train_model``, ``rollout_model``, ``update_policy``, ``checkpoint``); only the order differs
+from the sync loop: transitions arrive from the actor's queue (gaps, e.g. while the queue was
+full or this process was dead, are read from the replay log), SAC updates run whenever the
+achieved update-to-data ratio is below the target, the model trains when ``model_due`` says
+so (checked at every step that arrives, so none is skipped when several arrive at once).
+
+Start-up: restore the newest checkpoint, then re-add every logged transition newer than it,
+so a restart loses nothing. Shutdown: when the supervisor sets ``STOP_AT`` to the actor's
+count, ingest up to it, checkpoint, exit.
+"""
+
+from __future__ import annotations
+
+import queue as queue_mod
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agent.run import Run, restore
+from agent.runtime import control as ctl
+from agent.runtime.config import RuntimeConfig
+from agent.runtime.replay_log import LogRecords, read_log, record_dtype, unpack_records
+from agent.runtime.weights import WeightsPublisher, attach_block, flatten
+from agent.train import checkpoint, model_due, rollout_model, train_model, update_policy
+
+LOG_FALLBACK_S = 0.2  # read from the log when the queue has been silent this long
+
+
+class Learner:
+    """Ingest, train, publish, checkpoint; see the module docstring."""
+
+    def __init__(self, run: Run, cfg: RuntimeConfig, log_path: Path,
+                 publisher: WeightsPublisher, q: Any, control: Any) -> None:
+        self.run, self.cfg, self.log_path, self.q, self.control = run, cfg, log_path, q, control
+        self.publisher = publisher
+        obs_dim, act_dim = run.env.observation_space.shape[0], run.env.action_space.shape[0]
+        self.dims = (obs_dim, act_dim)
+        self.dtype = record_dtype(obs_dim, act_dim)
+        self.target_utd = cfg.target_utd if cfg.target_utd is not None else run.sac_cfg.utd
+        self.model_pending = False
+        now = time.monotonic()
+        self.t_publish = self.t_checkpoint = self.t_log = self.t_heard = now
+        self.updates_published = -1
+        self.window = (now, run.counters.env_steps, run.counters.updates)
+
+    @property
+    def next_seq(self) -> int:
+        return self.run.counters.env_steps
+
+    # ----------------------------------------------------------------------- ingesting
+    def ingest(self, records: LogRecords) -> int:
+        """Add the records that continue the replay (``seq == next_seq``, in order); older
+        ones are skipped. Returns how many were added."""
+        run, added = self.run, 0
+        for i in range(len(records)):
+            if int(records.seq[i]) != self.next_seq:
+                continue
+            done = bool(records.terminated[i] or records.truncated[i])
+            run.replay.add(records.obs[i], records.action[i], float(records.reward[i]),
+                           records.next_obs[i], bool(records.terminated[i]),
+                           bool(records.truncated[i]))
+            run.counters.env_steps += 1
+            run.episode_return += float(records.reward[i])
+            if done:
+                run.counters.episodes += 1
+                run.returns.append(run.episode_return)
+                run.episode_return = 0.0
+            self.model_pending |= model_due(run)
+            added += 1
+        self.control[ctl.LEARNER_STEPS] = self.next_seq
+        return added
+
+    def from_log(self, stop: int | None = None) -> int:
+        """Ingest logged transitions ``next_seq <= seq < stop`` (``None``: all)."""
+        if stop is not None and stop <= self.next_seq:
+            return 0
+        return self.ingest(read_log(self.log_path, *self.dims, start=self.next_seq, stop=stop))
+
+    def take(self, raw: bytes) -> int:
+        """Ingest one queued record, reading any gap before it from the log."""
+        record = unpack_records(self.dtype, raw)
+        if not len(record):
+            return 0  # a damaged message; the log has the transition
+        seq = int(record.seq[0])
+        added = self.from_log(seq) if seq > self.next_seq else 0
+        return added + self.ingest(record)
+
+    def drain(self, limit: int = 1000) -> int:
+        """Everything queued now (at most ``limit``), without blocking."""
+        added = 0
+        for _ in range(limit):
+            try:
+                raw = self.q.get_nowait()
+            except queue_mod.Empty:
+                break
+            added += self.take(raw)
+            self.t_heard = time.monotonic()
+        if not added and time.monotonic() - self.t_heard > LOG_FALLBACK_S:
+            added += self.from_log(int(self.control[ctl.ACTOR_STEPS]))
+        return added
+
+    # ------------------------------------------------------------------------ learning
+    def updates_due(self) -> float:
+        """Updates the target UTD allows now minus those done (as the sync loop counts:
+        ``utd`` per step from ``learning_starts`` on)."""
+        steps = self.next_seq - self.run.sac_cfg.learning_starts + 1
+        return self.target_utd * max(steps, 0) - self.run.counters.updates
+
+    def learn(self) -> bool:
+        """One unit of work: the model when due, else one ``update_policy`` chunk when the
+        UTD allows it. ``False``: nothing to do."""
+        run = self.run
+        if self.model_pending:
+            train_model(run)
+            rollout_model(run)
+            self.model_pending = False
+            return True
+        if self.updates_due() >= run.sac_cfg.utd:
+            update_policy(run)
+            return True
+        return False
+
+    def publish(self, force: bool = False) -> None:
+        """Publish the actor's weights every ``publish_every_updates`` updates or
+        ``publish_every_s`` seconds; versions stay monotonic across restarts."""
+        updates = self.run.counters.updates
+        since = updates - self.updates_published
+        due = since >= self.cfg.publish_every_updates or (
+            since > 0 and time.monotonic() - self.t_publish >= self.cfg.publish_every_s)
+        if not (force or due):
+            return
+        state = self.run.sac.policy_state_dict()
+        version = max(int(state["version"]), int(self.control[ctl.PUBLISHED]) + 1)
+        self.publisher.publish(flatten(state["actor"]), version)
+        self.control[ctl.PUBLISHED] = version
+        self.updates_published, self.t_publish = updates, time.monotonic()
+
+    def maybe_checkpoint(self, force: bool = False) -> None:
+        every = self.run.cfg.checkpoint_every
+        last = int(self.control[ctl.CHECKPOINT_STEP])
+        crossed = last >= 0 and self.next_seq // every > last // every
+        timed = time.monotonic() - self.t_checkpoint >= self.cfg.checkpoint_every_s
+        if force or crossed or (timed and self.next_seq != last):
+            checkpoint(self.run)
+            self.control[ctl.CHECKPOINT_STEP] = self.next_seq
+            self.t_checkpoint = time.monotonic()
+
+    def maybe_log(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.t_log < self.cfg.log_every_s:
+            return
+        c, (t0, s0, u0) = self.run.counters, self.window
+        steps = c.env_steps - self.run.sac_cfg.learning_starts + 1
+        self.run.logger.log({
+            "env_steps": c.env_steps, "episodes": c.episodes, "updates": c.updates,
+            "achieved_utd": c.updates / steps if steps > 0 else None,
+            "achieved_utd_window": (c.updates - u0) / (c.env_steps - s0)
+            if c.env_steps > s0 else None,
+            "updates_per_s": (c.updates - u0) / max(now - t0, 1e-9),
+            "target_utd": self.target_utd, "weights_version": int(self.control[ctl.PUBLISHED]),
+            "episode_return": self.run.returns[-1] if self.run.returns else None,
+            **self.run.last_update, **self.run.model_log})
+        self.window, self.t_log = (now, c.env_steps, c.updates), now
+
+    # ------------------------------------------------------------------------ the loop
+    def loop(self) -> None:
+        """Until ``STOP_AT``: ingest, learn, publish, checkpoint, log."""
+        while True:
+            self.control[ctl.HEARTBEAT_NS] = time.monotonic_ns()
+            self.control[ctl.UPDATES] = self.run.counters.updates
+            got = self.drain()
+            stop_at = int(self.control[ctl.STOP_AT])
+            if stop_at >= 0:
+                self.from_log(stop_at)
+                if self.next_seq >= stop_at:
+                    break
+            worked = self.learn()
+            self.publish()
+            self.maybe_checkpoint()
+            self.maybe_log()
+            if not (got or worked):
+                self._wait_for_data()
+        self.control[ctl.UPDATES] = self.run.counters.updates
+        self.maybe_checkpoint(force=True)
+        self.maybe_log(force=True)
+
+    def _wait_for_data(self) -> None:
+        try:
+            raw = self.q.get(timeout=0.05)
+        except queue_mod.Empty:
+            return
+        self.take(raw)
+        self.t_heard = time.monotonic()
+
+
+def learner_main(make_run: Callable[[], Run], cfg: RuntimeConfig, log_path: str,
+                 weights_name: str, q: Any, control: Any) -> None:
+    """The learner process's target (spawn): build, restore, catch up, loop, checkpoint.
+
+    SIGINT and SIGTERM are ignored: the supervisor decides when this process stops (a Ctrl-C
+    reaches the whole process group, and the final checkpoint must come after the actor's
+    last transition).
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    torch.set_num_threads(cfg.learner_threads)
+    run = make_run()
+    restore(run)
+    control[ctl.CHECKPOINT_STEP] = run.counters.env_steps
+    block = attach_block(weights_name)
+    learner = Learner(run, cfg, Path(log_path), WeightsPublisher(block), q, control)
+    learner.from_log(int(control[ctl.ACTOR_STEPS]))
+    learner.publish(force=True)
+    control[ctl.READY] = 1
+    try:
+        learner.loop()
+    finally:
+        run.logger.close()
+        block.close()

@@ -1,0 +1,148 @@
+"""The supervisor: the actor in this (main) process, the learner as a spawned child.
+
+It watches the learner between ticks. When the learner dies the actor keeps acting (with the
+last weights, or holding position with zero actions: ``runtime.on_learner_death``) and, after
+``restart_delay_s``, a new learner starts from the newest checkpoint plus the replay log: every
+transition is in the log before it is queued, so none is lost. Each learner gets a fresh queue:
+a process killed inside ``Queue.get`` would leave the old queue's lock held forever.
+
+SIGINT / SIGTERM: the actor stops sending commands (holding position), syncs the log, the
+learner ingests up to the actor's last transition and checkpoints, everything exits 0.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections.abc import Callable
+from multiprocessing.context import BaseContext
+from pathlib import Path
+from typing import Any
+
+from agent.io import atomic_write_text
+from agent.runtime import control as ctl
+from agent.runtime.actor import Actor, run_actor
+from agent.runtime.config import RuntimeConfig
+from agent.runtime.learner import learner_main
+from agent.runtime.replay_log import read_log
+
+PID_FILE = "learner.pid"
+STATS_FILE = "runtime_stats.json"
+
+
+class Supervisor:
+    """Runs ``actor`` until ``total_steps`` (or a signal), keeping a learner alive.
+
+    Args:
+        actor: the fixed-rate actor (its log, reader and control block set up).
+        cfg: runtime settings; ``make_run``: a picklable builder of the learner's
+            :class:`agent.run.Run`; ``run_dir``: where the pid and stats files go.
+        weights_name: the shared-memory block's name; ``ctx``: a spawn context.
+    """
+
+    def __init__(self, actor: Actor, cfg: RuntimeConfig, make_run: Callable[[], Any],
+                 run_dir: Path, weights_name: str, ctx: BaseContext) -> None:
+        self.actor, self.cfg, self.make_run, self.run_dir = actor, cfg, make_run, run_dir
+        self.weights_name, self.ctx, self.control = weights_name, ctx, actor.control
+        self.proc: Any = None
+        self.queue: Any = None
+        self.stopping = False
+        self.restarts, self.deaths = 0, 0
+        self.died_at: float | None = None
+        self.learner_exitcodes: list[int | None] = []
+
+    # -------------------------------------------------------------------- the learner
+    def start_learner(self) -> None:
+        """A fresh queue and a new learner process (restores and catches up by itself)."""
+        self._drop_queue()
+        self.queue = self.ctx.Queue(self.cfg.queue_size)
+        self.control[ctl.READY] = 0
+        self.proc = self.ctx.Process(
+            target=learner_main, name="mbpo-learner", daemon=True,
+            args=(self.make_run, self.cfg, str(self.actor.log.path), self.weights_name,
+                  self.queue, self.control))
+        self.proc.start()
+        atomic_write_text(self.run_dir / PID_FILE, str(self.proc.pid))
+        self.actor.queue = self.queue
+        self.died_at = None
+
+    def _drop_queue(self) -> None:
+        if self.queue is not None:
+            self.actor.queue = None
+            self.queue.cancel_join_thread()  # its feeder may be stuck on a full pipe
+            self.queue.close()
+            self.queue = None
+
+    def watch(self) -> None:
+        """Between ticks: notice a dead learner, hold or act, restart after the delay."""
+        if self.proc is not None and self.died_at is None and not self.proc.is_alive():
+            self.deaths += 1
+            self.learner_exitcodes.append(self.proc.exitcode)
+            self.died_at = time.monotonic()
+            self.actor.hold = self.cfg.on_learner_death == "hold"
+            self._drop_queue()
+        if (self.died_at is not None and self.restarts < self.cfg.max_restarts
+                and time.monotonic() - self.died_at >= self.cfg.restart_delay_s):
+            self.restarts += 1
+            self.start_learner()
+        if self.actor.hold and self.died_at is None and self.control[ctl.READY]:
+            self.actor.hold = False
+
+    # -------------------------------------------------------------------------- run
+    def run(self, total_steps: int) -> dict[str, Any]:
+        """Act until ``total_steps`` transitions are logged or a signal arrives; then the
+        orderly stop. Returns the figures (also written to ``runtime_stats.json``)."""
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT,
+                                                                    signal.SIGTERM)}
+        try:
+            self.start_learner()
+            self.actor.start()
+            run_actor(self.actor, lambda: self.stopping or self.actor.steps >= total_steps,
+                      self.watch)
+            self.actor.stop()
+            clean = self.stop_learner()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self._drop_queue()
+        return self.report(clean)
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        del frame
+        self.stopping = True
+        self.signal = signal.Signals(signum).name
+
+    def stop_learner(self) -> bool:
+        """Ask the learner to ingest everything and checkpoint; restart it for that if it is
+        dead. ``True`` when the final checkpoint holds every logged transition."""
+        target = self.actor.steps
+        self.control[ctl.STOP_AT] = target
+        deadline = time.monotonic() + self.cfg.stop_timeout_s
+        while time.monotonic() < deadline:
+            if self.proc is None or not self.proc.is_alive():
+                if self.proc is not None and self.proc.exitcode == 0 \
+                        and int(self.control[ctl.CHECKPOINT_STEP]) >= target:
+                    return True
+                if self.proc is not None:
+                    self.learner_exitcodes.append(self.proc.exitcode)
+                self.start_learner()  # it restores, reads the log, sees STOP_AT, checkpoints
+            self.proc.join(timeout=0.1)
+        self.proc.kill()
+        return False
+
+    def report(self, clean: bool) -> dict[str, Any]:
+        """Counts of the log, the actor and the learner, plus the actor's figures."""
+        log = self.actor.log
+        log.close()
+        records = read_log(log.path, log.obs_dim, log.act_dim)
+        stats = {**self.actor.summary(), "log_records": len(records),
+                 "learner_steps": int(self.control[ctl.LEARNER_STEPS]),
+                 "checkpoint_steps": int(self.control[ctl.CHECKPOINT_STEP]),
+                 "learner_updates": int(self.control[ctl.UPDATES]),
+                 "weights_version": int(self.control[ctl.PUBLISHED]),
+                 "learner_deaths": self.deaths, "learner_restarts": self.restarts,
+                 "learner_exitcodes": self.learner_exitcodes, "clean_stop": clean,
+                 "signal": getattr(self, "signal", None)}
+        atomic_write_text(self.run_dir / STATS_FILE, json.dumps(stats, indent=1))
+        return stats

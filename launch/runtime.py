@@ -1,0 +1,128 @@
+"""``runtime=async``: the composition of the fixed-rate actor, the learner process and the
+supervisor (:mod:`agent.runtime`). :func:`run_async` is what ``mbpo-arm train`` calls; this
+module also runs on its own until the CLI passes ``runtime=`` through its schema::
+
+    python -m launch.runtime --backend mujoco task=reach agent=sac run_dir=P \
+        runtime.control_hz=50 [runtime.key=value ...]
+    python -m launch.runtime resume=P trainer.total_steps=N
+
+The actor's twin runs with ``realtime: true`` (its ``advance()`` returns at the wall-clock
+tick) at ``runtime.control_hz``; the learner's copy of the env, used only for its spaces and
+the model's task functions, runs unpaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import multiprocessing as mp
+import sys
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from agent.runtime.config import RuntimeConfig
+from configs.schema import CONFIG_DIR, ConfigError, RunConfig
+from launch.cli import SAVED_CONFIG, build_policy, build_run, default_run_dir, load_run_config
+
+RUNTIME_SAVED = "runtime.yaml"
+LOG_FILE = "replay.log"
+
+
+def paced(rc: RunConfig, runtime: RuntimeConfig, realtime: bool) -> RunConfig:
+    """``rc`` with the twin at the runtime's rate and ``realtime`` as given."""
+    if rc.backend_name != "mujoco":
+        return rc
+    backend = dataclasses.replace(rc.backend, control_hz=runtime.control_hz, realtime=realtime)
+    return dataclasses.replace(rc, backend=backend)
+
+
+def build_learner_run(rc: RunConfig, run_dir: str) -> Any:
+    """The learner's :class:`agent.run.Run` (called in the learner process; picklable)."""
+    return build_run(rc, Path(run_dir))
+
+
+def run_async(rc: RunConfig, run_dir: Path, runtime: RuntimeConfig | None = None
+              ) -> dict[str, Any]:
+    """Run ``rc`` with the actor at ``runtime.control_hz`` and a background learner until
+    ``trainer.total_steps`` logged transitions; returns the runtime figures."""
+    from agent.runtime.actor import Actor
+    from agent.runtime.control import make_control
+    from agent.runtime.replay_log import ReplayLog
+    from agent.runtime.supervisor import Supervisor
+    from agent.runtime.weights import WeightsReader, create_block, flatten
+
+    runtime = runtime if runtime is not None else rc.runtime  # type: ignore[attr-defined]
+    if not rc.task.id.startswith("ArmReach") and runtime.pacing == "robot":
+        runtime = dataclasses.replace(runtime, pacing="actor")  # gym tasks do not wait
+    run_dir = Path(run_dir)
+    ctx = mp.get_context("spawn")
+    actor_rc = dataclasses.replace(paced(rc, runtime, runtime.pacing == "robot"), device="cpu")
+    env, policy = build_policy(actor_rc)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    log = ReplayLog.open(run_dir / LOG_FILE, obs_dim, act_dim, runtime.fsync_every_records,
+                         runtime.fsync_every_s)
+    block = create_block(len(flatten(policy.actor.state_dict())))
+    try:
+        actor = Actor(env, policy, log, runtime, WeightsReader(block), make_control(ctx),
+                      rc.agent.sac.learning_starts, rc.seed)
+        make_run = partial(build_learner_run, paced(rc, runtime, False), str(run_dir))
+        supervisor = Supervisor(actor, runtime, make_run, run_dir, block.name, ctx)
+        return supervisor.run(rc.trainer.total_steps)
+    finally:
+        log.close()
+        env.close()
+        block.close()
+        block.shm.unlink()
+
+
+# ------------------------------------------------------------------- standalone entry
+def load_runtime(overrides: list[str], run_dir: Path | None) -> RuntimeConfig:
+    """``configs/runtime/<runtime=name>.yaml`` (default async, or the resumed run's saved
+    one), then the ``runtime.key=value`` overrides."""
+    name = next((o.split("=", 1)[1] for o in overrides if o.startswith("runtime=")), None)
+    saved = run_dir / RUNTIME_SAVED if run_dir is not None else None
+    if name is None and saved is not None and saved.exists():
+        node = OmegaConf.load(saved)
+    else:
+        node = OmegaConf.load(CONFIG_DIR / "runtime" / f"{name or 'async'}.yaml")
+    dots = [o.removeprefix("runtime.") for o in overrides if o.startswith("runtime.")]
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RuntimeConfig), node,
+                                 OmegaConf.from_dotlist(dots))
+        return OmegaConf.to_object(merged)
+    except Exception as err:  # OmegaConf's and __post_init__'s errors, as one line
+        raise ConfigError(str(err).splitlines()[0]) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Compose, save the configs of a new run, :func:`run_async`, print the figures."""
+    parser = argparse.ArgumentParser(prog="python -m launch.runtime")
+    parser.add_argument("--backend")
+    args, rest = parser.parse_known_args(argv)
+    overrides = ([f"backend={args.backend}"] if args.backend else []) + rest
+    ours = [o for o in overrides if o.startswith("runtime")]
+    others = [o for o in overrides if not o.startswith("runtime")]
+    try:
+        rc, cfg = load_run_config(others)
+        run_dir = Path(rc.run_dir or default_run_dir(rc))
+        runtime = load_runtime(ours, run_dir if rc.resume else None)
+    except ConfigError as err:
+        print(f"mbpo-arm: error: {err}", file=sys.stderr)
+        return 2
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not rc.resume:
+        saved = OmegaConf.create(OmegaConf.to_container(cfg))
+        saved.backend_name, saved.run_dir = rc.backend_name, str(run_dir)
+        OmegaConf.save(saved, run_dir / SAVED_CONFIG)
+    OmegaConf.save(OmegaConf.structured(runtime), run_dir / RUNTIME_SAVED)
+    stats = run_async(rc, run_dir, runtime)
+    print(json.dumps(stats))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

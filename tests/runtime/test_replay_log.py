@@ -1,0 +1,110 @@
+"""The replay log: round trip, torn tails ignored and cut, another size refused, and a
+SIGKILL mid-append leaves only complete records."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent.runtime.replay_log import HEADER, ReplayLog, read_log, record_dtype
+
+ROOT = Path(__file__).resolve().parents[2]
+OBS, ACT = 19, 5
+
+
+def append_n(log: ReplayLog, n: int) -> None:
+    for _ in range(n):
+        k = log.next_seq
+        log.append(np.full(OBS, k, np.float32), np.full(ACT, -k, np.float32), float(k),
+                   np.full(OBS, k + 1, np.float32), k % 7 == 6, k % 5 == 4)
+
+
+def check_contents(path: Path, n: int) -> None:
+    r = read_log(path, OBS, ACT)
+    assert len(r) == n
+    k = np.arange(n)
+    np.testing.assert_array_equal(r.seq, k)
+    np.testing.assert_array_equal(r.obs, np.repeat(k[:, None], OBS, 1).astype(np.float32))
+    np.testing.assert_array_equal(r.action[:, 0], -k.astype(np.float32))
+    np.testing.assert_array_equal(r.reward, k.astype(np.float32))
+    np.testing.assert_array_equal(r.next_obs[:, 0], (k + 1).astype(np.float32))
+    np.testing.assert_array_equal(r.terminated, k % 7 == 6)
+    np.testing.assert_array_equal(r.truncated, k % 5 == 4)
+
+
+def test_round_trip_and_ranges(tmp_path: Path) -> None:
+    log = ReplayLog.open(tmp_path / "r.log", OBS, ACT, fsync_every_records=4)
+    append_n(log, 30)
+    log.close()
+    check_contents(tmp_path / "r.log", 30)
+    part = read_log(tmp_path / "r.log", OBS, ACT, start=10, stop=13)
+    assert part.seq.tolist() == [10, 11, 12]
+    assert ReplayLog.open(tmp_path / "r.log", OBS, ACT).next_seq == 30
+
+
+@pytest.mark.parametrize("damage", ["partial", "bad_crc"])
+def test_torn_tail_is_ignored_then_cut_before_appending(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "r.log"
+    log = ReplayLog.open(path, OBS, ACT)
+    append_n(log, 8)
+    log.close()
+    size = record_dtype(OBS, ACT).itemsize
+    with open(path, "r+b") as f:
+        if damage == "partial":  # a kill mid-write: half a record
+            f.seek(0, os.SEEK_END)
+            f.write(b"\x09" * (size // 2))
+        else:  # the last record's bytes changed after its CRC was computed
+            f.seek(HEADER.size + 7 * size + 12)
+            f.write(b"\xff\xff")
+    records = read_log(path, OBS, ACT)
+    assert len(records) == (8 if damage == "partial" else 7) and records.torn_bytes > 0
+    log = ReplayLog.open(path, OBS, ACT)
+    assert log.next_seq == len(records)
+    append_n(log, 3)
+    log.close()
+    check_contents(path, len(records) + 3)
+
+
+def test_a_log_of_another_size_is_refused(tmp_path: Path) -> None:
+    log = ReplayLog.open(tmp_path / "r.log", OBS, ACT)
+    append_n(log, 2)
+    log.close()
+    with pytest.raises(ValueError, match="obs_dim=19, act_dim=5.*act_dim=6"):
+        ReplayLog.open(tmp_path / "r.log", OBS, 6)
+    (tmp_path / "x.log").write_bytes(b"not a log at all")
+    with pytest.raises(ValueError, match="not a replay log"):
+        read_log(tmp_path / "x.log")
+
+
+WRITER = """
+import sys, numpy as np
+sys.path.insert(0, {root!r})
+from agent.runtime.replay_log import ReplayLog
+log = ReplayLog.open({path!r}, {obs}, {act}, fsync_every_records=1000)
+print("ready", flush=True)
+while True:
+    k = log.next_seq
+    log.append(np.full({obs}, k, np.float32), np.full({act}, -k, np.float32), float(k),
+               np.full({obs}, k + 1, np.float32), k % 7 == 6, k % 5 == 4)
+"""
+
+
+def test_sigkill_mid_append_leaves_complete_records(tmp_path: Path) -> None:
+    path = tmp_path / "r.log"
+    code = WRITER.format(root=str(ROOT), path=str(path), obs=OBS, act=ACT)
+    for _ in range(3):  # kill at three different instants, appending after each
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE)
+        assert proc.stdout.readline().strip() == b"ready"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        n = len(read_log(path, OBS, ACT))
+        assert n > 0
+        check_contents(path, n)
