@@ -18,6 +18,7 @@ from omegaconf.errors import OmegaConfBaseException
 from agent.ensemble import EnsembleConfig
 from agent.logger import LoggerConfig
 from agent.run import MBPOConfig, TrainerConfig
+from agent.runtime.config import RuntimeConfig
 from agent.sac import SACConfig
 from envs.factory import TaskConfig
 from sim.twin import TwinConfig
@@ -64,6 +65,7 @@ class RunConfig:
     device: str = "cpu"
     run_dir: str | None = None
     resume: str | None = None
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # sync loop, or async actor
 
 
 def options(group: str) -> list[str]:
@@ -78,7 +80,8 @@ def validate(cfg: DictConfig, backend_name: str) -> RunConfig:
         raise ConfigError(f"backend={backend_name} is not allowed; choose one of "
                           f"{', '.join(sorted(BACKEND_SCHEMAS))}")
     parts = {"backend": BACKEND_SCHEMAS[backend_name], "task": TaskConfig,
-             "agent": AgentConfig, "trainer": TrainerConfig, "logger": LoggerConfig}
+             "agent": AgentConfig, "trainer": TrainerConfig, "logger": LoggerConfig,
+             "runtime": RuntimeConfig}
     built = {name: _typed(name, schema, cfg.get(name, {})) for name, schema in parts.items()}
     top = {k: cfg.get(k) for k in ("seed", "device", "run_dir", "resume")}
     extra = set(cfg.keys()) - set(parts) - set(top) - {"hydra"}

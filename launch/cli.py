@@ -116,6 +116,12 @@ def train(overrides: list[str]) -> dict[str, Any]:
         saved = OmegaConf.create(OmegaConf.to_container(cfg))
         saved.backend_name, saved.run_dir = rc.backend_name, str(run_dir)
         OmegaConf.save(saved, run_dir / SAVED_CONFIG)
+    if rc.runtime.mode == "async":
+        from launch.runtime import run_async
+
+        stats = run_async(rc, run_dir)
+        print(json.dumps(stats))
+        return stats
     run = build_run(rc, run_dir)
     if rc.resume and not restore(run):
         print(f"resume: {run_dir} has no checkpoint yet; starting from step 0", file=sys.stderr)

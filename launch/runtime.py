@@ -51,7 +51,6 @@ def run_async(rc: RunConfig, run_dir: Path, runtime: RuntimeConfig | None = None
     ``trainer.total_steps`` logged transitions; returns the runtime figures."""
     from agent.runtime.actor import Actor
     from agent.runtime.control import make_control
-    from agent.runtime.replay_log import ReplayLog
     from agent.runtime.supervisor import Supervisor
     from agent.runtime.weights import WeightsReader, create_block, flatten
 
@@ -63,8 +62,7 @@ def run_async(rc: RunConfig, run_dir: Path, runtime: RuntimeConfig | None = None
     actor_rc = dataclasses.replace(paced(rc, runtime, runtime.pacing == "robot"), device="cpu")
     env, policy = build_policy(actor_rc)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    log = ReplayLog.open(run_dir / LOG_FILE, obs_dim, act_dim, runtime.fsync_every_records,
-                         runtime.fsync_every_s)
+    log = open_log(run_dir, obs_dim, act_dim, runtime)
     block = create_block(len(flatten(policy.actor.state_dict())))
     try:
         actor = Actor(env, policy, log, runtime, WeightsReader(block), make_control(ctx),
@@ -77,6 +75,23 @@ def run_async(rc: RunConfig, run_dir: Path, runtime: RuntimeConfig | None = None
         env.close()
         block.close()
         block.shm.unlink()
+
+
+def open_log(run_dir: Path, obs_dim: int, act_dim: int, runtime: RuntimeConfig) -> Any:
+    """The run's replay log; a new one starts at the newest checkpoint's step (a run that
+    switches from the sync loop), an old one must reach at least that step."""
+    from agent.checkpoint import latest_checkpoint
+    from agent.runtime.replay_log import ReplayLog
+
+    ckpt = latest_checkpoint(run_dir)
+    ckpt_steps = int(ckpt.name.removeprefix("step_")) if ckpt is not None else 0
+    log = ReplayLog.open(run_dir / LOG_FILE, obs_dim, act_dim, runtime.fsync_every_records,
+                         runtime.fsync_every_s, first_seq=ckpt_steps)
+    if log.next_seq < ckpt_steps:
+        log.close()
+        raise ConfigError(f"{log.path} ends at transition {log.next_seq} but the newest "
+                          f"checkpoint {ckpt} is at step {ckpt_steps}; the log was replaced")
+    return log
 
 
 # ------------------------------------------------------------------- standalone entry

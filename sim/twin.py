@@ -332,6 +332,8 @@ class TwinRobot:
             self._deadline = now + self.control_period
         elif now > self._deadline + self.control_period:
             self._deadline = now
-        if self._deadline > now:
-            time.sleep(self._deadline - now)
+        if self._deadline - now > 1e-3:  # sleep to ~1 ms before the tick, then spin: the
+            time.sleep(self._deadline - now - 1e-3)  # OS wakes sleepers late by up to ~1 ms
+        while time.monotonic() < self._deadline:
+            pass
         self._deadline += self.control_period

@@ -111,7 +111,7 @@ class Actor:
         self.queue_depth: list[int] = []
         self.weight_latency: list[float] = []
         self.versions_applied = 0
-        self._t_start = 0.0
+        self._t_start = self._t_stop = 0.0
 
     @property
     def steps(self) -> int:
@@ -131,7 +131,9 @@ class Actor:
     def stop(self) -> None:
         """Holding position: no new command is sent (position servos keep the last target;
         the twin does not move without ``advance``); the log is synced."""
+        self._t_stop = time.perf_counter()
         self.log.sync()
+        gc.unfreeze()
         gc.enable()
 
     # ------------------------------------------------------------------------ the tick
@@ -207,7 +209,7 @@ class Actor:
     # ------------------------------------------------------------------------ figures
     def summary(self) -> dict[str, Any]:
         """Tick, jitter, weights and queue figures of this session (seconds)."""
-        elapsed = max(time.perf_counter() - self._t_start, 1e-9)
+        elapsed = max((self._t_stop or time.perf_counter()) - self._t_start, 1e-9)
         s = self.schedule
         return {"ticks": self.ticks, "actor_steps": self.steps, "episodes": self.episodes,
                 "transitions_per_s": self.ticks / elapsed, "missed_deadlines": s.missed,
@@ -218,6 +220,16 @@ class Actor:
                 "queue_depth": _percentiles(self.queue_depth), "queue_dropped": self.dropped,
                 "versions_applied": self.versions_applied,
                 "torn_weight_reads": self.reader.torn_reads, "target_period": s.period}
+
+    def series(self) -> dict[str, np.ndarray]:
+        """This session's raw per-tick series (seconds): ``period`` and ``lateness``
+        ``[ticks - resets]``, ``weight_latency`` ``[versions applied]``, ``version_lag`` and
+        ``queue_depth`` ``[ticks]``."""
+        return {"period": np.asarray(self.schedule.periods, dtype=np.float64),
+                "lateness": np.asarray(self.schedule.lateness, dtype=np.float64),
+                "weight_latency": np.asarray(self.weight_latency, dtype=np.float64),
+                "version_lag": np.asarray(self.version_lag, dtype=np.int64),
+                "queue_depth": np.asarray(self.queue_depth, dtype=np.int64)}
 
 
 def _percentiles(values: Any) -> dict[str, float | None]:

@@ -57,8 +57,12 @@ class Learner:
     # ----------------------------------------------------------------------- ingesting
     def ingest(self, records: LogRecords) -> int:
         """Add the records that continue the replay (``seq == next_seq``, in order); older
-        ones are skipped. Returns how many were added."""
+        ones are skipped. Stops right after a step at which ``model_due``, so the model trains
+        on exactly the data the sync loop would give it; the rest is read back from the log
+        later. Returns how many were added."""
         run, added = self.run, 0
+        if self.model_pending:  # the model trains first, on the data up to its step
+            return 0
         for i in range(len(records)):
             if int(records.seq[i]) != self.next_seq:
                 continue
@@ -72,8 +76,10 @@ class Learner:
                 run.counters.episodes += 1
                 run.returns.append(run.episode_return)
                 run.episode_return = 0.0
-            self.model_pending |= model_due(run)
             added += 1
+            if model_due(run):
+                self.model_pending = True
+                break
         self.control[ctl.LEARNER_STEPS] = self.next_seq
         return added
 
@@ -96,6 +102,8 @@ class Learner:
         """Everything queued now (at most ``limit``), without blocking."""
         added = 0
         for _ in range(limit):
+            if self.model_pending:
+                break
             try:
                 raw = self.q.get_nowait()
             except queue_mod.Empty:
@@ -143,6 +151,8 @@ class Learner:
         self.updates_published, self.t_publish = updates, time.monotonic()
 
     def maybe_checkpoint(self, force: bool = False) -> None:
+        """Checkpoint when ``trainer.checkpoint_every`` steps are crossed or
+        ``checkpoint_every_s`` passed with new data (or ``force``)."""
         every = self.run.cfg.checkpoint_every
         last = int(self.control[ctl.CHECKPOINT_STEP])
         crossed = last >= 0 and self.next_seq // every > last // every
@@ -153,6 +163,8 @@ class Learner:
             self.t_checkpoint = time.monotonic()
 
     def maybe_log(self, force: bool = False) -> None:
+        """A progress event in ``metrics.jsonl`` every ``log_every_s``: counts, achieved UTD
+        (cumulative and over the window since the last event), the last update's figures."""
         now = time.monotonic()
         if not force and now - self.t_log < self.cfg.log_every_s:
             return
@@ -180,6 +192,8 @@ class Learner:
             if stop_at >= 0:
                 self.from_log(stop_at)
                 if self.next_seq >= stop_at:
+                    if self.model_pending:  # due at the very last step
+                        self.learn()
                     break
             worked = self.learn()
             self.publish()

@@ -1,14 +1,16 @@
 """The run's on-disk transition log: append-only, fixed-size records, each with a CRC32.
 
-Layout of ``<run_dir>/replay.log``: a 16-byte header (``MBPOLOG1``, ``obs_dim`` and
-``act_dim`` as little-endian uint32), then records of :func:`record_dtype` (``D`` = obs_dim,
-``A`` = act_dim)::
+Layout of ``<run_dir>/replay.log``: a 24-byte header (``MBPOLOG1``, ``obs_dim`` and
+``act_dim`` as little-endian uint32, ``first_seq`` as uint64), then records of
+:func:`record_dtype` (``D`` = obs_dim, ``A`` = act_dim)::
 
     seq u64 | obs f32[D] | action f32[A] | reward f32 | next_obs f32[D]
     | terminated u8 | truncated u8 | pad u8[2] | crc32 u32 (over every byte before it)
 
-``seq`` is the transition's index in the run (0, 1, 2, ...), so record ``k`` lies at byte
-``16 + k * size`` and a reader can fetch any range without scanning.
+``seq`` is the transition's index in the run (``first_seq``, ``first_seq + 1``, ...; a log
+started when a run switches from the sync loop begins at its checkpoint's step), so record
+``k`` lies at byte ``24 + (k - first_seq) * size`` and a reader fetches any range without
+scanning.
 
 Durability. :meth:`ReplayLog.append` hands the record to the kernel with one unbuffered
 ``os.write``: once it returns, a kill of this process (SIGKILL included) loses nothing. Only a
@@ -35,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 MAGIC = b"MBPOLOG1"
-HEADER = struct.Struct("<8sII")
+HEADER = struct.Struct("<8sIIQ")
 
 
 def record_dtype(obs_dim: int, act_dim: int) -> np.dtype:
@@ -98,12 +100,12 @@ def unpack_records(dtype: np.dtype, raw: bytes | memoryview, first_seq: int | No
                       arr["terminated"].astype(bool), arr["truncated"].astype(bool), torn)
 
 
-def _read_header(f: object, path: Path) -> tuple[int, int]:
+def _read_header(f: object, path: Path) -> tuple[int, int, int]:
     head = f.read(HEADER.size)  # type: ignore[attr-defined]
     if len(head) < HEADER.size or head[:8] != MAGIC:
         raise ValueError(f"{path}: not a replay log (no {MAGIC.decode()} header)")
-    _, obs_dim, act_dim = HEADER.unpack(head)
-    return obs_dim, act_dim
+    _, obs_dim, act_dim, first_seq = HEADER.unpack(head)
+    return obs_dim, act_dim, first_seq
 
 
 def _check_dims(path: Path, found: tuple[int, int], obs_dim: int | None,
@@ -125,14 +127,21 @@ def read_log(path: str | Path, obs_dim: int | None = None, act_dim: int | None =
     """
     path = Path(path)
     with open(path, "rb") as f:
-        dims = _read_header(f, path)
-        _check_dims(path, dims, obs_dim, act_dim)
+        *dims, first = _read_header(f, path)
+        _check_dims(path, (dims[0], dims[1]), obs_dim, act_dim)
         dtype = record_dtype(*dims)
-        f.seek(HEADER.size + start * dtype.itemsize)
+        start = max(start, first)
+        f.seek(HEADER.size + (start - first) * dtype.itemsize)
         count = -1 if stop is None else max(stop - start, 0) * dtype.itemsize
         raw = f.read(count)
     whole = len(raw) - len(raw) % dtype.itemsize
     return unpack_records(dtype, memoryview(raw)[:whole], start, len(raw) - whole)
+
+
+def log_first_seq(path: str | Path) -> int:
+    """The ``seq`` the log at ``path`` starts at."""
+    with open(path, "rb") as f:
+        return _read_header(f, Path(path))[2]
 
 
 class ReplayLog:
@@ -153,22 +162,24 @@ class ReplayLog:
 
     @classmethod
     def open(cls, path: str | Path, obs_dim: int, act_dim: int, fsync_every_records: int = 50,
-             fsync_every_s: float = 1.0) -> ReplayLog:
-        """Open ``path`` for appending (created with a header if missing)."""
+             fsync_every_s: float = 1.0, first_seq: int = 0) -> ReplayLog:
+        """Open ``path`` for appending; a missing file is created starting at ``first_seq``."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists() or path.stat().st_size == 0:
             with open(path, "wb") as f:
-                f.write(HEADER.pack(MAGIC, obs_dim, act_dim))
+                f.write(HEADER.pack(MAGIC, obs_dim, act_dim, first_seq))
                 f.flush()
                 os.fsync(f.fileno())
-            next_seq = 0
+            next_seq = first_seq
         else:
             records = read_log(path, obs_dim, act_dim)
-            next_seq = len(records)
+            first = log_first_seq(path)
+            next_seq = first + len(records)
             if records.torn_bytes:  # cut the torn tail: later records must line up
                 with open(path, "r+b") as f:
-                    f.truncate(HEADER.size + next_seq * record_dtype(obs_dim, act_dim).itemsize)
+                    f.truncate(HEADER.size + len(records)
+                               * record_dtype(obs_dim, act_dim).itemsize)
                     os.fsync(f.fileno())
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         return cls(path, fd, obs_dim, act_dim, next_seq, fsync_every_records, fsync_every_s)

@@ -20,7 +20,7 @@ from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
-from agent.io import atomic_write_text
+from agent.io import atomic_save_npz, atomic_write_text
 from agent.runtime import control as ctl
 from agent.runtime.actor import Actor, run_actor
 from agent.runtime.config import RuntimeConfig
@@ -29,6 +29,7 @@ from agent.runtime.replay_log import read_log
 
 PID_FILE = "learner.pid"
 STATS_FILE = "runtime_stats.json"
+TICKS_FILE = "runtime_ticks.npz"
 
 
 class Supervisor:
@@ -137,6 +138,7 @@ class Supervisor:
         log.close()
         records = read_log(log.path, log.obs_dim, log.act_dim)
         stats = {**self.actor.summary(), "log_records": len(records),
+                 "log_steps": int(records.seq[-1]) + 1 if len(records) else log.next_seq,
                  "learner_steps": int(self.control[ctl.LEARNER_STEPS]),
                  "checkpoint_steps": int(self.control[ctl.CHECKPOINT_STEP]),
                  "learner_updates": int(self.control[ctl.UPDATES]),
@@ -145,4 +147,5 @@ class Supervisor:
                  "learner_exitcodes": self.learner_exitcodes, "clean_stop": clean,
                  "signal": getattr(self, "signal", None)}
         atomic_write_text(self.run_dir / STATS_FILE, json.dumps(stats, indent=1))
+        atomic_save_npz(self.run_dir / TICKS_FILE, **self.actor.series())
         return stats

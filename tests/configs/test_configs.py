@@ -8,7 +8,7 @@ import pytest
 from configs.schema import ConfigError, options
 from launch.cli import build_policy, load_run_config
 
-GROUPS = ("backend", "task", "agent", "logger")
+GROUPS = ("backend", "task", "agent", "logger", "runtime")
 
 
 @pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])

@@ -49,6 +49,15 @@ def test_round_trip_and_ranges(tmp_path: Path) -> None:
     assert ReplayLog.open(tmp_path / "r.log", OBS, ACT).next_seq == 30
 
 
+def test_a_log_can_start_at_a_later_step(tmp_path: Path) -> None:
+    log = ReplayLog.open(tmp_path / "r.log", OBS, ACT, first_seq=100)
+    append_n(log, 3)
+    log.close()
+    assert read_log(tmp_path / "r.log", OBS, ACT).seq.tolist() == [100, 101, 102]
+    assert read_log(tmp_path / "r.log", OBS, ACT, start=101).seq.tolist() == [101, 102]
+    assert ReplayLog.open(tmp_path / "r.log", OBS, ACT).next_seq == 103
+
+
 @pytest.mark.parametrize("damage", ["partial", "bad_crc"])
 def test_torn_tail_is_ignored_then_cut_before_appending(tmp_path: Path, damage: str) -> None:
     path = tmp_path / "r.log"

@@ -1,0 +1,90 @@
+"""The actor's parts without processes: config checks name the field, the schedule measures
+lateness and misses, a full queue never blocks, holding sends zeros, new weights are used."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import envs  # noqa: F401  (registers ArmReach-v0)
+from agent.runtime import control as ctl
+from agent.runtime.actor import Actor, Schedule
+from agent.runtime.config import RuntimeConfig
+from agent.runtime.replay_log import ReplayLog, read_log
+from agent.runtime.weights import WeightsPublisher, WeightsReader, create_block, flatten
+from agent.sac import SAC, SACConfig
+
+
+@pytest.mark.parametrize("field,value", [("mode", "fast"), ("control_hz", 0),
+                                         ("on_learner_death", "panic"), ("queue_size", 0),
+                                         ("target_utd", -1.0), ("spin_s", 0.5)])
+def test_bad_runtime_value_names_the_field(field: str, value: object) -> None:
+    with pytest.raises(ValueError, match=f"runtime.{field}"):
+        RuntimeConfig(**{field: value})
+
+
+def test_schedule_measures_lateness_and_misses() -> None:
+    s = Schedule(period=0.02, spin_s=0.001, miss_tolerance=0.1)
+    for t in (1.0, 1.02, 1.041, 1.065, 1.08):  # on time, 1 ms late, 5 ms late (missed), on
+        s.mark(t)
+    np.testing.assert_allclose(s.lateness, [0.0, 0.001, 0.005, 0.0], atol=1e-9)
+    assert s.missed == 1
+    s.mark(1.2)  # 100 ms late: the backlog is dropped, the schedule re-anchored
+    assert s.anchor == 1.2 and s.k == 0
+
+
+def test_schedule_wait_sleeps_then_spins_to_the_deadline() -> None:
+    s = Schedule(period=0.01, spin_s=0.002, miss_tolerance=0.1)
+    s.mark(time.perf_counter())
+    deadline = s.next_deadline()
+    s.wait()
+    assert time.perf_counter() >= deadline
+
+
+@pytest.fixture
+def actor(tmp_path: Path):
+    env = gym.make("ArmReach-v0", max_episode_steps=5)
+    policy = SAC(19, 5, SACConfig(hidden=(16, 16)), generator=torch.Generator().manual_seed(0))
+    block = create_block(len(flatten(policy.actor.state_dict())))
+    log = ReplayLog.open(tmp_path / "replay.log", 19, 5)
+    control = mp.get_context("spawn").RawArray("q", ctl.WORDS)
+    a = Actor(env, policy, log, RuntimeConfig(mode="async", control_hz=50), WeightsReader(block),
+              control, learning_starts=3, seed=0)
+    yield a
+    a.stop()
+    log.close()
+    env.close()
+    block.close()
+    block.shm.unlink()
+
+
+def test_ticks_log_every_transition_and_a_full_queue_never_blocks(actor: Actor) -> None:
+    actor.queue = mp.get_context("spawn").Queue(2)  # nobody reads it
+    actor.start()
+    for _ in range(12):
+        actor.tick()
+        actor.between_ticks()
+    assert actor.steps == 12 and actor.control[ctl.ACTOR_STEPS] == 12
+    assert actor.episodes == 2 and actor.dropped >= 9  # the log has what the queue lost
+    records = read_log(actor.log.path, 19, 5)
+    assert records.seq.tolist() == list(range(12)) and records.truncated.sum() == 2
+    actor.queue.cancel_join_thread()
+
+
+def test_hold_sends_zeros_and_new_weights_are_used(actor: Actor) -> None:
+    actor.start()
+    actor.hold = True
+    actor.tick()
+    assert not read_log(actor.log.path, 19, 5).action.any()
+    actor.hold = False
+    new = {k: torch.zeros_like(v) for k, v in actor.policy.actor.state_dict().items()}
+    WeightsPublisher(actor.reader.block).publish(flatten(new), 7)
+    assert actor.poll_weights() and actor.reader.version == 7
+    assert all(not v.any() for v in actor.policy.actor.state_dict().values())
+    assert len(actor.weight_latency) == 1 and actor.weight_latency[0] >= 0

@@ -1,0 +1,45 @@
+"""``runtime=async``: the learner killed mid-run comes back; the actor keeps its rate and
+no transition is lost."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+from agent.runtime.replay_log import read_log
+from tests.runtime.async_helpers import (
+    HZ,
+    QUICK,
+    check_nothing_lost,
+    finish,
+    logged,
+    start,
+    wait_for,
+)
+
+
+def test_learner_killed_mid_run_comes_back_and_nothing_is_lost(tmp_path: Path) -> None:
+    run, total = tmp_path / "run", 12 * HZ
+    proc = start(*QUICK, f"trainer.total_steps={total}", f"run_dir={run}",
+                 "runtime.on_learner_death=hold")
+    try:
+        wait_for(lambda: logged(run) >= 3 * HZ)
+        first_pid = int((run / "learner.pid").read_text())
+        os.kill(first_pid, signal.SIGKILL)
+        n0, t0 = logged(run), time.monotonic()
+        time.sleep(2.0)
+        rate = (logged(run) - n0) / (time.monotonic() - t0)
+        assert rate > 0.5 * HZ, f"the actor slowed to {rate:.1f} Hz without its learner"
+        wait_for(lambda: int((run / "learner.pid").read_text()) != first_pid, timeout=20)
+        stats = finish(proc, run)
+    finally:
+        proc.kill()
+    assert stats["learner_deaths"] >= 1 and stats["learner_restarts"] >= 1
+    assert stats["versions_applied"] >= 2
+    check_nothing_lost(run, total, stats)
+    actions = read_log(run / "replay.log", 19, 5).action
+    held = (actions[3 * HZ:] == 0).all(axis=1)
+    assert held.any(), "the actor did not hold position while its learner was dead"
+    assert not held[-HZ:].all(), "the actor kept holding after the learner came back"

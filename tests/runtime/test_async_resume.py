@@ -1,0 +1,38 @@
+"""``runtime=async``: SIGTERM stops cleanly (exit 0, final checkpoint), then ``resume=``
+continues the step counts and loses no transition."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+from tests.runtime.async_helpers import (
+    HZ,
+    QUICK,
+    check_nothing_lost,
+    finish,
+    logged,
+    start,
+    wait_for,
+)
+
+
+def test_sigterm_then_resume_continues_the_counts(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    proc = start(*QUICK, "trainer.total_steps=100000", f"run_dir={run}")
+    try:
+        wait_for(lambda: logged(run) >= 4 * HZ)
+        proc.send_signal(signal.SIGTERM)
+        stats = finish(proc, run)
+    finally:
+        proc.kill()
+    n = stats["actor_steps"]
+    assert stats["signal"] == "SIGTERM" and n >= 4 * HZ
+    check_nothing_lost(run, n, stats, learned=False)
+    proc = start(f"resume={run}", f"trainer.total_steps={n + 2 * HZ}")
+    try:
+        stats = finish(proc, run)
+    finally:
+        proc.kill()
+    assert stats["ticks"] == 2 * HZ
+    check_nothing_lost(run, n + 2 * HZ, stats)
