@@ -33,12 +33,17 @@ class TrainerConfig:
     checkpoint_every: int = 5_000  # env steps between checkpoints
     log_every: int = 1_000  # env steps between progress lines
     replay_capacity: int = 1_000_000  # real transitions kept
+    stop_at: float | None = None  # stop early once an evaluation's stop_metric reaches this
+    stop_metric: str = "eval_success_rate"  # eval_success_rate or eval_return
 
     def __post_init__(self) -> None:
         for name in ("total_steps", "eval_every", "eval_episodes", "checkpoint_every",
                      "log_every", "replay_capacity"):
             if getattr(self, name) < 1:
                 raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
+        if self.stop_metric not in ("eval_success_rate", "eval_return"):
+            raise ValueError(f"trainer.stop_metric={self.stop_metric!r} is not allowed; choose "
+                             "eval_success_rate or eval_return")
 
 
 @dataclass

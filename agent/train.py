@@ -36,8 +36,9 @@ def train(run: Run) -> dict[str, Any]:
             rollout_model(run)
         update_policy(run)
         step = run.counters.env_steps
-        if step % run.cfg.eval_every == 0:
-            evaluate(run)
+        if step % run.cfg.eval_every == 0 and reached_target(evaluate(run), run.cfg):
+            run.logger.log({"env_steps": step, "stopped_at_target": run.cfg.stop_at})
+            break
         if step % run.cfg.log_every == 0:
             report_progress(run)
         if step % run.cfg.checkpoint_every == 0:
@@ -134,7 +135,8 @@ def update_policy(run: Run) -> None:
     ``real_ratio`` real with model transitions (MBPO, once the model buffer has data)."""
     if run.counters.env_steps < run.sac_cfg.learning_starts:
         return
-    run.sac.fit_obs_normalizer(run.replay.all()["obs"])  # once, on the first real data
+    if run.sac_cfg.normalize_obs and not run.sac.obs_norm_fitted:
+        run.sac.fit_obs_normalizer(run.replay.all()["obs"])  # once, on the first real data
     for _ in range(run.sac_cfg.utd):
         run.last_update = run.sac.update(sample_batch(run))
         run.counters.updates += 1
@@ -176,6 +178,14 @@ def checkpoint(run: Run) -> Path:
 
 
 # --------------------------------------------------------------------------------- helpers
+def reached_target(result: dict[str, Any], cfg: Any) -> bool:
+    """``trainer.stop_at``: stop once the evaluation's ``stop_metric`` reaches it (saves
+    robot time once a policy is good enough)."""
+    value = result.get(cfg.stop_metric)
+    return cfg.stop_at is not None and value is not None and value >= cfg.stop_at
+
+
+
 def recent_stats(run: Run) -> dict[str, Any]:
     return {"episode_return": float(np.mean(run.returns)) if run.returns else None,
             "success_rate": float(np.mean(run.successes)) if run.successes else None}

@@ -29,7 +29,8 @@ def run_one(agent: str, task: str, seed: int, steps: int, run_dir: Path, extra: 
             fresh: bool) -> Path:
     """Train one seed with ``mbpo-arm train`` unless a finished run is already there."""
     done = [e for e in read_metrics(run_dir) if e.get("eval_return") is not None]
-    if not fresh and done and done[-1]["env_steps"] >= steps:
+    stopped = any("stopped_at_target" in e for e in read_metrics(run_dir))
+    if not fresh and done and (done[-1]["env_steps"] >= steps or stopped):
         return run_dir
     if fresh and run_dir.exists():
         import shutil

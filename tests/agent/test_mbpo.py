@@ -145,3 +145,18 @@ def test_model_buffer_is_sized_by_the_horizon_and_keeps_the_newest(tmp_path: Pat
     run.model.horizon = 1
     ensure_model_buffer(run)
     np.testing.assert_array_equal(run.model.buffer.all()["reward"], rewards)
+
+
+def test_stop_at_ends_the_run_at_the_first_good_evaluation(tmp_path: Path) -> None:
+    rc, _ = load_run_config(["task.id=PointMass-v0", "task.max_episode_steps=30",
+                             "logger.wandb=disabled", "logger.progress=false",
+                             "agent.sac.hidden=[32,32]", "agent.sac.learning_starts=100",
+                             "trainer.total_steps=3000", "trainer.eval_every=300",
+                             "trainer.eval_episodes=2", "trainer.stop_at=-1000",
+                             "trainer.stop_metric=eval_return"])
+    run = build_run(rc, tmp_path)
+    train(run)
+    events = read_metrics(tmp_path)
+    assert events[-1] == {"env_steps": 300, "stopped_at_target": -1000}
+    assert run.counters.env_steps == 300
+    assert latest_checkpoint(tmp_path).name == "step_00000300"
