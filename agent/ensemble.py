@@ -184,8 +184,11 @@ def predict(model: ProbabilisticEnsemble, obs: torch.Tensor, action: torch.Tenso
               for c in x.split(chunk_size or max(x.shape[0], 1))]
     mean = torch.cat([m for m, _ in blocks], dim=1)
     log_var = torch.cat([v for _, v in blocks], dim=1)
-    mean = model.out_norm.denormalize(mean)
-    std = torch.exp(0.5 * log_var) * model.out_norm.std
+    # An output that never changed in the data (the reach target within an episode) is
+    # predicted exactly: sampling noise there would only corrupt the reward.
+    norm = model.out_norm
+    mean = torch.where(norm.varying.bool(), norm.denormalize(mean), norm.mean)
+    std = torch.exp(0.5 * log_var) * norm.std * norm.varying
     b = torch.arange(obs.shape[0], device=dev)
     k = draw_index(len(elites), obs.shape[0], generator, dev)
     noise = draw_normal(tuple(std.shape[1:]), generator, dev)

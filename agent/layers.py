@@ -47,7 +47,8 @@ class Normalizer(nn.Module):
     """Per-feature standardisation; ``mean``/``std`` ``[D]`` are buffers (in the state_dict).
 
     A feature whose std is below ``eps`` (e.g. constant) keeps std 1 (as MBPO's
-    ``TensorStandardScaler``).
+    ``TensorStandardScaler``) and is flagged in the ``varying`` buffer (0.0), so a model can
+    predict it exactly instead of sampling noise around it.
     """
 
     def __init__(self, size: int, eps: float = 1e-6) -> None:
@@ -55,6 +56,7 @@ class Normalizer(nn.Module):
         self.eps = eps
         self.register_buffer("mean", torch.zeros(size))
         self.register_buffer("std", torch.ones(size))
+        self.register_buffer("varying", torch.ones(size))
 
     @torch.no_grad()
     def fit(self, data: torch.Tensor) -> None:
@@ -62,6 +64,7 @@ class Normalizer(nn.Module):
         std = data.std(dim=0, unbiased=False)
         self.mean.copy_(data.mean(dim=0))
         self.std.copy_(torch.where(std < self.eps, torch.ones_like(std), std))
+        self.varying.copy_((std >= self.eps).float())
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std

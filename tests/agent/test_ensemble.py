@@ -229,3 +229,21 @@ def test_config_composes_as_a_structured_config() -> None:
     merged = omegaconf.OmegaConf.merge(base, {"weight_decay": [1e-5] * 5, "max_epochs": 10})
     cfg = omegaconf.OmegaConf.to_object(merged)
     assert cfg.weight_decay == (1e-5,) * 5 and cfg.max_epochs == 10
+
+
+def test_outputs_constant_in_the_data_are_predicted_exactly() -> None:
+    """A state entry that never changes (a reach target within an episode) gets no noise."""
+    torch.manual_seed(0)
+    cfg = EnsembleConfig(members=3, elites=2, hidden=16, layers=2,
+                         weight_decay=(0.0, 0.0, 0.0), max_epochs=3)
+    model = ProbabilisticEnsemble(2, 1, cfg)
+    rng = np.random.default_rng(0)
+    obs = np.stack([rng.normal(size=400), np.full(400, 0.7)], axis=1).astype(np.float32)
+    act = rng.uniform(-1, 1, (400, 1)).astype(np.float32)
+    nxt = obs.copy()
+    nxt[:, 0] += 0.1 * act[:, 0]
+    train_ensemble(model, obs, act, nxt, None, cfg, rng)
+    pred = predict(model, torch.as_tensor(obs), torch.as_tensor(act), [0, 1],
+                   torch.Generator().manual_seed(0))
+    assert torch.equal(pred.next_obs[:, 1], torch.as_tensor(obs[:, 1]))
+    assert (pred.member_std[..., 1] == 0).all() and (pred.member_std[..., 0] > 0).all()
