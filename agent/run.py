@@ -61,7 +61,7 @@ class MBPOConfig:
     penalty_coef: float = 0.0  # MOPO lambda: reward - lambda * max member std norm
     max_disagreement: float | None = None  # stop a branch beyond this elite discrepancy
     report_horizons: tuple[int, ...] = (1, 5, 10)  # multi-step error horizons in the report
-    rollout_chunk: int | None = 8192  # rows per ensemble pass on CPU; null for one pass
+    rollout_chunk: int | None = 4096  # rows per ensemble pass on CPU; null for one pass
 
     def __post_init__(self) -> None:
         self.horizon_schedule = tuple(int(h) for h in self.horizon_schedule)  # type: ignore

@@ -74,14 +74,14 @@ def ensemble_training(device: torch.device, repeats: int) -> dict[str, float]:
 def ensemble_forward(device: torch.device, repeats: int, batch: int = 100_000
                      ) -> dict[str, float]:
     """States/s through all 7 members (the prediction inside a 100k rollout), in blocks of
-    8192 rows: one batched pass per block vs the members one after another."""
+    4096 rows: one batched pass per block vs the members one after another."""
     cfg = EnsembleConfig()
     x = torch.randn(batch, OBS + ACT, device=device)
     out = {}
     for name, model in (("batched", ProbabilisticEnsemble(OBS, ACT, cfg).to(device)),
                         ("loop", LoopEnsemble(OBS + ACT, OBS, cfg).to(device))):
         def run(model=model) -> int:
-            for block in x.split(8192):
+            for block in x.split(4096):
                 model(block.expand(cfg.members, -1, -1))
             _sync(device)
             return batch
@@ -97,7 +97,7 @@ def rollouts(device: torch.device, repeats: int, batch: int = 100_000) -> dict[s
     start = np.random.default_rng(0).normal(size=(batch, OBS)).astype(np.float32)
     gen = torch.Generator().manual_seed(0)
     out = {}
-    for name, chunk in (("chunked", 8192), ("one pass", None)):
+    for name, chunk in (("chunked", 4096), ("one pass", None)):
         def run(chunk=chunk) -> int:
             data, _ = branched_rollout(model, [0, 1, 2, 3, 4], sac.policy_tensor, start, 1,
                                        None if model.learn_reward else _zero_reward, None,
