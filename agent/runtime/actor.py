@@ -115,7 +115,7 @@ class Actor:
 
     @property
     def steps(self) -> int:
-        """Transitions this run has (in the log), this session's and earlier ones."""
+        """Transitions this run has (in the log), this process's and earlier ones."""
         return self.log.next_seq
 
     def start(self) -> None:
@@ -208,7 +208,7 @@ class Actor:
 
     # ------------------------------------------------------------------------ figures
     def summary(self) -> dict[str, Any]:
-        """Tick, jitter, weights and queue figures of this session (seconds)."""
+        """Tick, jitter, weights and queue figures of this process (seconds)."""
         elapsed = max((self._t_stop or time.perf_counter()) - self._t_start, 1e-9)
         s = self.schedule
         return {"ticks": self.ticks, "actor_steps": self.steps, "episodes": self.episodes,
@@ -222,7 +222,7 @@ class Actor:
                 "torn_weight_reads": self.reader.torn_reads, "target_period": s.period}
 
     def series(self) -> dict[str, np.ndarray]:
-        """This session's raw per-tick series (seconds): ``period`` and ``lateness``
+        """This process's raw per-tick series (seconds): ``period`` and ``lateness``
         ``[ticks - resets]``, ``weight_latency`` ``[versions applied]``, ``version_lag`` and
         ``queue_depth`` ``[ticks]``."""
         return {"period": np.asarray(self.schedule.periods, dtype=np.float64),
