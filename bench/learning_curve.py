@@ -108,15 +108,19 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=ROOT / "bench" / "results" / "runs")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "learning_curve")
     p.add_argument("--fresh", action="store_true")
+    p.add_argument("--report-only", action="store_true",
+                   help="summarize the runs already under --runs (finished or not), train none")
     p.add_argument("overrides", nargs="*", help="key=value passed to every run")
     a = p.parse_args()
     per_agent = a.steps * len(a.agents) if len(a.steps) == 1 else a.steps
     steps = dict(zip(a.agents, per_agent, strict=True))
     jobs = [(ag, s) for ag in a.agents for s in a.seeds]
-    with ThreadPoolExecutor(a.jobs) as pool:
-        dirs = list(pool.map(lambda j: run_one(j[0], a.task, j[1], steps[j[0]],
-                                               a.runs / f"{a.task}-{j[0]}-s{j[1]}",
-                                               a.overrides, a.fresh), jobs))
+    dirs = [a.runs / f"{a.task}-{ag}-s{s}" for ag, s in jobs]
+    if not a.report_only:
+        with ThreadPoolExecutor(a.jobs) as pool:
+            dirs = list(pool.map(lambda j: run_one(j[0][0], a.task, j[0][1], steps[j[0][0]],
+                                                   j[1], a.overrides, a.fresh),
+                                 zip(jobs, dirs, strict=True)))
     curves: dict[str, dict[int, list[dict]]] = {ag: {} for ag in a.agents}
     for (ag, s), d in zip(jobs, dirs, strict=True):
         curves[ag][s] = [e for e in read_metrics(d) if e.get(a.metric) is not None]
@@ -124,7 +128,9 @@ def main() -> None:
     a.out.parent.mkdir(parents=True, exist_ok=True)
     plot(curves, a.metric, a.target, a.out.with_suffix(".png"))
     result = {"task": a.task, "metric": a.metric, "target": a.target, "seeds": a.seeds,
-              "steps": steps, "overrides": a.overrides, "agents": table}
+              "steps": steps, "overrides": a.overrides, "agents": table,
+              "last_step": {ag: {s: ev[-1]["env_steps"] if ev else None for s, ev in c.items()}
+                            for ag, c in curves.items()}}
     a.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
     print(f"{'agent':8s} {'median steps to ' + str(a.target):>24s} {'per seed':>30s} "
           f"{'median final':>13s}")
