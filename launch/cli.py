@@ -15,6 +15,8 @@ import os
 import re
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -122,7 +124,8 @@ def train(overrides: list[str]) -> dict[str, Any]:
         stats = run_async(rc, run_dir)
         print(json.dumps(stats))
         return stats
-    run = build_run(rc, run_dir)
+    with start_up_errors():
+        run = build_run(rc, run_dir)
     if rc.resume and not restore(run):
         print(f"resume: {run_dir} has no checkpoint yet; starting from step 0", file=sys.stderr)
     try:
@@ -149,7 +152,8 @@ def evaluate(run_dir: Path, episodes: int, as_json: bool, video: Path | None,
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise ConfigError(f"{run_dir} has no checkpoint; train first")
-    env, sac = build_policy(rc, render=video is not None)
+    with start_up_errors():
+        env, sac = build_policy(rc, render=video is not None)
     state, _ = load_checkpoint(ckpt, buffer_names=(), map_location=sac.device)
     sac.load_state_dict(state["sac"])
     result = evaluate_policy(sac, env, episodes, seed=123, render=video is not None)
@@ -183,6 +187,17 @@ def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
 
 
 # ------------------------------------------------------------------------------- building
+@contextmanager
+def start_up_errors() -> Iterator[None]:
+    """A bad model path, a missing joint or a wrong size found while building becomes the
+    same one-line error as a bad config value."""
+    try:
+        yield
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err).splitlines()[0]) from err
+
+
+
 def default_run_dir(rc: RunConfig) -> str:
     task = rc.task.id.split("-")[0].lower()
     return f"runs/{task}-{rc.agent.algo}-{time.strftime('%Y%m%d-%H%M%S')}-s{rc.seed}"

@@ -58,6 +58,14 @@ def test_bad_override_is_one_line_error() -> None:
     assert len(lines) == 1 and "trainer.total_steps" in lines[0]
 
 
+def test_missing_model_file_is_one_line_error(tmp_path: Path) -> None:
+    proc = cli("train", "--backend", "mujoco", f"backend.model_path={tmp_path}/arm.xml",
+               check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "arm.xml" in lines[0] and "backend.model_path" in lines[0]
+
+
 def test_unknown_backend_lists_the_choices() -> None:
     proc = cli("train", "--backend", "warp", check=False)
     assert proc.returncode == 2 and "mujoco" in proc.stderr
