@@ -1,1 +1,1 @@
-"""mbpo-arm: agent."""
+"""Learning: SAC, the dynamics ensemble, rollouts, the training loop, replay, checkpoints."""

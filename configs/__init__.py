@@ -1,1 +1,1 @@
-"""mbpo-arm: configs."""
+"""The Hydra config tree (YAML groups beside this file) and its typed schemas."""

@@ -1,1 +1,1 @@
-"""mbpo-arm: hardware."""
+"""The robot interface every backend implements (``hardware.robot``)."""

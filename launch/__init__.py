@@ -1,1 +1,1 @@
-"""mbpo-arm: launch."""
+"""How things start: ``mbpo-arm`` (``launch.cli``, the composition root) and the async runtime."""
