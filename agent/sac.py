@@ -249,10 +249,15 @@ class SAC:
             return obs
         return self.obs_norm.normalize(obs).clamp(-10.0, 10.0)
 
+    @property
+    def obs_fit_pending(self) -> bool:
+        """``normalize_obs`` is on and the standardization is not fitted yet."""
+        return self.cfg.normalize_obs and not self.obs_norm_fitted
+
     def fit_obs_normalizer(self, obs: np.ndarray) -> None:
         """Fit the observation standardization on ``[N, obs_dim]`` real observations, once
         (refitting would move the inputs under trained networks)."""
-        if self.cfg.normalize_obs and not self.obs_norm_fitted:
+        if self.obs_fit_pending:
             self.obs_norm.fit(torch.as_tensor(obs, dtype=torch.float32, device=self.device))
             self.obs_norm_fitted = True
 

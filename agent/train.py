@@ -115,9 +115,10 @@ def rollout_model(run: Run) -> dict[str, float]:
     epoch = run.counters.env_steps // cfg.epoch_length
     model.horizon = rollout_horizon(epoch, cfg.horizon_schedule)
     ensure_model_buffer(run)
-    start = run.replay.sample(cfg.rollout_batch, run.rng, run.device).obs
+    # Start states sampled on the CPU: branched_rollout moves them to the model's device once.
+    start = run.replay.sample(cfg.rollout_batch, run.rng).obs.numpy()
     data, stats = branched_rollout(
-        model.ensemble, model.elites, run.sac.policy_tensor, start.cpu().numpy(), model.horizon,
+        model.ensemble, model.elites, run.sac.policy_tensor, start, model.horizon,
         model.reward_fn, model.termination_fn, run.generator, cfg.penalty_coef,
         cfg.max_disagreement, cfg.rollout_chunk)
     finite = np.isfinite(data["next_obs"]).all(-1) & np.isfinite(data["reward"])
@@ -135,7 +136,7 @@ def update_policy(run: Run) -> None:
     ``real_ratio`` real with model transitions (MBPO, once the model buffer has data)."""
     if run.counters.env_steps < run.sac_cfg.learning_starts:
         return
-    if run.sac_cfg.normalize_obs and not run.sac.obs_norm_fitted:
+    if run.sac.obs_fit_pending:  # checked here so the replay is copied only once
         run.sac.fit_obs_normalizer(run.replay.all()["obs"])  # once, on the first real data
     for _ in range(run.sac_cfg.utd):
         run.last_update = run.sac.update(sample_batch(run))

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from configs.schema import CONFIG_DIR, ConfigError, RunConfig, options, validate
 
@@ -77,12 +77,6 @@ def _keys_near(key: str, overrides: list[str]) -> str:
         return f"; keys under {parent}: {', '.join(map(str, node.keys()))}"
     return f"; {parent} is null in this config (another option of its group sets it)" \
         if parent else ""
-
-
-def open_dict(cfg: DictConfig) -> Any:
-    from omegaconf import open_dict as _open
-
-    return _open(cfg)
 
 
 def load_run_config(overrides: list[str]) -> tuple[RunConfig, DictConfig]:
