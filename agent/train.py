@@ -6,7 +6,7 @@ Model-free SAC runs without the two model phases; MBPO (``agent.algo=mbpo``) add
 retrained on all real data and ``rollout_batch`` branched rollouts from real states fill the
 model buffer; each SAC batch then mixes ``real_ratio`` real with model transitions.
 
-Only the gymnasium API is used here; the composition root (:mod:`launch.cli`) builds the envs.
+Only the gymnasium API is used here; the composition root (:mod:`mbpo_launch.cli`) builds the envs.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ def run_one(agent: str, task: str, seed: int, steps: int, run_dir: Path, extra: 
         import shutil
 
         shutil.rmtree(run_dir)
-    cmd = [sys.executable, "-m", "launch.cli", "train", "--backend", "mujoco", f"task={task}",
+    cmd = [sys.executable, "-m", "mbpo_launch.cli", "train", "--backend", "mujoco", f"task={task}",
            f"agent={agent}", f"trainer.total_steps={steps}", f"seed={seed}",
            f"run_dir={run_dir}", "logger.wandb=disabled", "logger.progress=false", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

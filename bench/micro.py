@@ -151,7 +151,7 @@ def mbpo_step_time(device: str, steps: int = 500) -> dict[str, float]:
         train_model,
         update_policy,
     )
-    from launch.cli import build_run, load_run_config
+    from mbpo_launch.cli import build_run, load_run_config
 
     with tempfile.TemporaryDirectory() as tmp:
         rc, _ = load_run_config(["agent=mbpo_reach", "logger.wandb=disabled",

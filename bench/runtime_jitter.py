@@ -3,7 +3,7 @@
     python bench/runtime_jitter.py [--hz 50] [--seconds 600] [--agent sac] [--utd 20]
         [--pacing robot|actor] [--out bench/results/runtime_jitter] [key=value ...]
 
-Runs ``python -m launch.runtime`` (the same composition ``mbpo-arm train runtime=async``
+Runs ``python -m mbpo_launch.runtime`` (the same composition ``mbpo-arm train runtime=async``
 uses) on ``ArmReach-v0`` at ``--hz`` for ``--seconds`` with SAC at UTD ``--utd`` (or
 ``--agent mbpo_reach``), so the learner always has work. Prints a table: tick period and
 absolute jitter (p50 / p99 / max), missed deadlines, weight latency (publish to use, actor
@@ -38,7 +38,7 @@ def run_once(args: argparse.Namespace, run_dir: Path) -> dict:
                  f"agent.sac.utd={args.utd}", f"runtime.control_hz={args.hz}",
                  f"runtime.pacing={args.pacing}", *args.overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    subprocess.run([sys.executable, "-m", "launch.runtime", *overrides], cwd=ROOT, env=env,
+    subprocess.run([sys.executable, "-m", "mbpo_launch.runtime", *overrides], cwd=ROOT, env=env,
                    check=True, stdout=subprocess.DEVNULL)
     stats = json.loads((run_dir / "runtime_stats.json").read_text())
     learner = [e for e in read_metrics(run_dir) if e.get("achieved_utd") is not None]

@@ -113,7 +113,7 @@ def train(overrides: list[str]) -> dict[str, Any]:
         saved.backend_name, saved.run_dir = rc.backend_name, str(run_dir)
         OmegaConf.save(saved, run_dir / SAVED_CONFIG)
     if rc.runtime.mode == "async":
-        from launch.runtime import run_async
+        from mbpo_launch.runtime import run_async
 
         stats = run_async(rc, run_dir)
         print(json.dumps(stats))

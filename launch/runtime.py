@@ -2,9 +2,9 @@
 supervisor (:mod:`agent.runtime`). :func:`run_async` is what ``mbpo-arm train`` calls; this
 module also runs on its own until the CLI passes ``runtime=`` through its schema::
 
-    python -m launch.runtime --backend mujoco task=reach agent=sac run_dir=P \
+    python -m mbpo_launch.runtime --backend mujoco task=reach agent=sac run_dir=P \
         runtime.control_hz=50 [runtime.key=value ...]
-    python -m launch.runtime resume=P trainer.total_steps=N
+    python -m mbpo_launch.runtime resume=P trainer.total_steps=N
 
 The actor's twin runs with ``realtime: true`` (its ``advance()`` returns at the wall-clock
 tick) at ``runtime.control_hz``; the learner's copy of the env, used only for its spaces and
@@ -26,7 +26,7 @@ from omegaconf import OmegaConf
 
 from agent.runtime.config import RuntimeConfig
 from configs.schema import CONFIG_DIR, ConfigError, RunConfig
-from launch.cli import SAVED_CONFIG, build_policy, build_run, default_run_dir, load_run_config
+from mbpo_launch.cli import SAVED_CONFIG, build_policy, build_run, default_run_dir, load_run_config
 
 RUNTIME_SAVED = "runtime.yaml"
 LOG_FILE = "replay.log"
@@ -115,7 +115,7 @@ def load_runtime(overrides: list[str], run_dir: Path | None) -> RuntimeConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """Compose, save the configs of a new run, :func:`run_async`, print the figures."""
-    parser = argparse.ArgumentParser(prog="python -m launch.runtime")
+    parser = argparse.ArgumentParser(prog="python -m mbpo_launch.runtime")
     parser.add_argument("--backend")
     args, rest = parser.parse_known_args(argv)
     overrides = ([f"backend={args.backend}"] if args.backend else []) + rest

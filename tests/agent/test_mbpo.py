@@ -14,7 +14,7 @@ from agent.checkpoint import latest_checkpoint
 from agent.logger import read_metrics
 from agent.run import restore
 from agent.train import ensure_model_buffer, recent_episodes, sample_batch, train
-from launch.cli import build_run, load_run_config
+from mbpo_launch.cli import build_run, load_run_config
 
 
 class PointMass(gym.Env):

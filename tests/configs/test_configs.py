@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from configs.schema import ConfigError, options
-from launch.cli import build_policy, load_run_config
+from mbpo_launch.cli import build_policy, load_run_config
 
 GROUPS = ("backend", "task", "agent", "logger", "runtime")
 

@@ -23,7 +23,7 @@ QUICK = ["--backend", "mujoco", "task=reach", "agent=sac", "logger.wandb=disable
 
 def cli(*args: str, timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "launch.cli", *args], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "mbpo_launch.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"mbpo-arm {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
@@ -73,7 +73,7 @@ def test_unknown_backend_lists_the_choices() -> None:
 
 def test_sigkill_then_resume_continues_the_step_count(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "launch.cli", "train", *QUICK, "trainer.total_steps=100000",
+    args = [sys.executable, "-m", "mbpo_launch.cli", "train", *QUICK, "trainer.total_steps=100000",
             "trainer.checkpoint_every=200", "trainer.eval_every=100000",
             "trainer.log_every=100000", f"run_dir={run}"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

@@ -1,4 +1,4 @@
-"""Helpers of the ``runtime=async`` end-to-end tests: start ``python -m launch.runtime`` in
+"""Helpers of the ``runtime=async`` end-to-end tests: start ``python -m mbpo_launch.runtime`` in
 a subprocess, watch its log, check that no transition was lost.
 
 Timing (missed deadlines, jitter) is never asserted in tests: it belongs to
@@ -32,7 +32,7 @@ RECORD = record_dtype(19, 5).itemsize
 
 def start(*args: str) -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    return subprocess.Popen([sys.executable, "-m", "launch.runtime", *args], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "mbpo_launch.runtime", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
