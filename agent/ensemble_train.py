@@ -9,7 +9,7 @@ batched ensemble.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -230,14 +230,17 @@ def multistep_error(model: ProbabilisticEnsemble, elites: Sequence[int],
                     trajectories: Sequence[tuple[ArrayLike, ArrayLike]],
                     horizons: Sequence[int] = (1, 5, 10),
                     generator: torch.Generator | None = None,
-                    max_starts: int = 4096) -> dict[int, float]:
+                    max_starts: int = 4096,
+                    derive_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+                    ) -> dict[int, float]:
     """Open-loop error of the elite-mean model along real trajectories.
 
     Each trajectory is ``(obs [T+1, D], actions [T, A])``. From every start ``t`` (at most
     ``max_starts`` in all, drawn with ``generator``) the model is stepped with the recorded
     actions, ``s_{k+1} = s_k + mean_e mu_e(s_k, a_{t+k})``; the result at horizon ``h`` is the
     MSE (raw units, mean over dimensions and starts) against ``obs[t + h]``, over the starts
-    with ``t + h <= T``. A horizon no start reaches gives ``nan``.
+    with ``t + h <= T``. A horizon no start reaches gives ``nan``. ``derive_fn`` completes each
+    predicted state as the rollouts do (``agent.rollout.branched_rollout``).
     """
     if min(horizons) < 1:
         raise ValueError(f"horizons must be >= 1, got {list(horizons)}")
@@ -267,7 +270,8 @@ def multistep_error(model: ProbabilisticEnsemble, elites: Sequence[int],
     for k in range(h_max):
         x = torch.cat([s, a[:, k]], dim=-1).expand(len(elites), -1, -1)
         mean, _ = model(x, members)
-        s = s + model.out_norm.denormalize(mean).mean(dim=0)[:, :model.obs_dim]
+        nxt = s + model.out_norm.denormalize(mean).mean(dim=0)[:, :model.obs_dim]
+        s = nxt if derive_fn is None else derive_fn(s, nxt)
         if k + 1 in horizons:
             err = ((s - tgt[:, k]) ** 2).mean(dim=-1)[ok[:, k]]
             out[k + 1] = float(err.mean()) if err.numel() else float("nan")

@@ -19,13 +19,14 @@ from agent.math import ensemble_disagreement, mopo_penalty
 Policy = Callable[[torch.Tensor], torch.Tensor]  # obs [B, D] -> action [B, A]
 RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # -> [B]
 TerminationFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # -> [B]
+DeriveFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # obs, next_obs -> next_obs
 KEYS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
 
 
 def _step(model: ProbabilisticEnsemble, elites: Sequence[int], policy: Policy,
           obs: torch.Tensor, reward_fn: RewardFn | None, termination_fn: TerminationFn | None,
           generator: torch.Generator | None, penalty_coef: float,
-          max_disagreement: float | None, chunk_size: int | None
+          max_disagreement: float | None, chunk_size: int | None, derive_fn: DeriveFn | None
           ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
     """One model step for the ``B`` live branches ``obs`` ``[B, D]``.
 
@@ -35,21 +36,22 @@ def _step(model: ProbabilisticEnsemble, elites: Sequence[int], policy: Policy,
     """
     action = policy(obs)
     pred = predict(model, obs, action, elites, generator, chunk_size)
+    next_obs = pred.next_obs if derive_fn is None else derive_fn(obs, pred.next_obs)
     penalty = mopo_penalty(pred.member_std)  # [B]
-    reward = pred.reward if reward_fn is None else reward_fn(obs, action, pred.next_obs)
+    reward = pred.reward if reward_fn is None else reward_fn(obs, action, next_obs)
     reward = reward - penalty_coef * penalty
     if termination_fn is None:
         terminated = torch.zeros(obs.shape[0], dtype=torch.bool, device=obs.device)
     else:
-        terminated = termination_fn(obs, action, pred.next_obs).bool()
+        terminated = termination_fn(obs, action, next_obs).bool()
     if max_disagreement is None:
         keep = torch.ones_like(terminated)
     else:
         keep = ensemble_disagreement(pred.member_mean[..., :model.obs_dim]) <= max_disagreement
-    step = {"obs": obs, "action": action, "reward": reward, "next_obs": pred.next_obs,
+    step = {"obs": obs, "action": action, "reward": reward, "next_obs": next_obs,
             "terminated": terminated, "penalty": penalty}
     step = {k: v[keep] for k, v in step.items()}
-    return step, pred.next_obs[keep & ~terminated], (~keep).sum()
+    return step, next_obs[keep & ~terminated], (~keep).sum()
 
 
 @torch.no_grad()
@@ -57,7 +59,8 @@ def branched_rollout(model: ProbabilisticEnsemble, elites: Sequence[int], policy
                      start_obs: np.ndarray, horizon: int, reward_fn: RewardFn | None,
                      termination_fn: TerminationFn | None,
                      generator: torch.Generator | None = None, penalty_coef: float = 0.0,
-                     max_disagreement: float | None = None, chunk_size: int | None = None
+                     max_disagreement: float | None = None, chunk_size: int | None = None,
+                     derive_fn: DeriveFn | None = None
                      ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Roll the policy in the model for up to ``horizon`` steps from each of ``N`` real states.
 
@@ -79,6 +82,9 @@ def branched_rollout(model: ProbabilisticEnsemble, elites: Sequence[int], policy
         penalty_coef: MOPO's lambda: ``reward - lambda * max_e ||sigma_e||`` (Yu et al. 2020).
         max_disagreement: threshold on the discrepancy; ``None`` disables it.
         chunk_size: rows per ensemble pass (see ``predict``); ``None`` = all live branches.
+        derive_fn: the task's ``(obs, next_obs) -> next_obs`` that recomputes the parts of a
+            predicted observation that follow from the rest (``envs.tasks.reach_derive``),
+            applied before the reward and the termination; ``None`` keeps the prediction.
     Returns:
         ``data``: flat ``[M, ...]`` arrays under ``KEYS``; float32, ``terminated``/``truncated``
         bool, ``truncated`` all False (no time limit inside a model rollout).
@@ -99,7 +105,8 @@ def branched_rollout(model: ProbabilisticEnsemble, elites: Sequence[int], policy
         if obs.shape[0] == 0:
             break
         step, obs, n_stopped = _step(model, elites, policy, obs, reward_fn, termination_fn,
-                                     generator, penalty_coef, max_disagreement, chunk_size)
+                                     generator, penalty_coef, max_disagreement, chunk_size,
+                                     derive_fn)
         steps.append(step)
         stopped += n_stopped
     return _collect(steps, n_start, model.obs_dim, model.act_dim, int(stopped))

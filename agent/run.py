@@ -88,13 +88,15 @@ class MBPOConfig:
 @dataclass
 class Model:
     """The dynamics side of MBPO: the ensemble, its elites, the buffer of model rollouts, and
-    the task's pure reward (``None``: learned) and termination functions."""
+    the task's pure reward (``None``: learned), termination and observation completion
+    (``None``: the prediction as it is) functions."""
 
     ensemble: ProbabilisticEnsemble
     cfg: EnsembleConfig
     mbpo: MBPOConfig
     reward_fn: Callable | None
     termination_fn: Callable | None
+    derive_fn: Callable | None = None
     buffer: ReplayBuffer | None = None
     elites: list[int] = field(default_factory=list)
     horizon: int = 0

@@ -97,7 +97,8 @@ def train_model(run: Run) -> dict[str, Any]:
                             reward, model.cfg, run.rng, run.generator)
     model.elites = report.elites
     report.multistep_mse = multistep_error(model.ensemble, model.elites, recent_episodes(data),
-                                           model.mbpo.report_horizons, run.generator)
+                                           model.mbpo.report_horizons, run.generator,
+                                           derive_fn=model.derive_fn)
     entry = {"env_steps": run.counters.env_steps, **report.to_dict()}
     with open(Path(run.run_dir) / "model_reports.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(entry) + "\n")
@@ -120,7 +121,7 @@ def rollout_model(run: Run) -> dict[str, float]:
     data, stats = branched_rollout(
         model.ensemble, model.elites, run.sac.policy_tensor, start, model.horizon,
         model.reward_fn, model.termination_fn, run.generator, cfg.penalty_coef,
-        cfg.max_disagreement, cfg.rollout_chunk)
+        cfg.max_disagreement, cfg.rollout_chunk, model.derive_fn)
     finite = np.isfinite(data["next_obs"]).all(-1) & np.isfinite(data["reward"])
     if finite.any():
         model.buffer.add(*(data[k][finite] for k in ("obs", "action", "reward", "next_obs",

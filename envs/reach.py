@@ -19,7 +19,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.tasks import ReachLayout, TaskFunctions, never_terminates, reach_distance, reach_reward
+from envs.tasks import (
+    ReachLayout,
+    TaskFunctions,
+    never_terminates,
+    reach_derive,
+    reach_distance,
+    reach_reward,
+)
 from hardware.robot import Robot
 from sim.kinematics import ArmKinematics
 from sim.twin import TwinConfig, TwinRobot
@@ -155,13 +162,18 @@ class ArmReachEnv(gym.Env):
 
     # ------------------------------------------------------------------------- helpers
     def task_functions(self) -> TaskFunctions:
-        """The pure reward and termination of this env, for model rollouts."""
+        """The pure reward, termination and observation completion of this env, for model
+        rollouts (torch ``[B, D]``; see :func:`envs.tasks.reach_derive`)."""
         layout, cost = self.layout, self.config.action_cost
+        chain = self.kinematics.torch_chain(self.config.joints)
 
         def reward(obs: Any, action: Any, next_obs: Any) -> Any:
             return reach_reward(obs, action, next_obs, layout=layout, action_cost=cost)
 
-        return TaskFunctions(reward, never_terminates)
+        def derive(obs: Any, next_obs: Any) -> Any:
+            return reach_derive(obs, next_obs, layout=layout, ee_fn=chain)
+
+        return TaskFunctions(reward, never_terminates, derive)
 
     def _observe(self, position: np.ndarray, velocity: np.ndarray) -> np.ndarray:
         q = np.asarray(position, dtype=np.float64)

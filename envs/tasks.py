@@ -17,6 +17,7 @@ import torch
 Array = Any  # np.ndarray | torch.Tensor: the functions below work on either
 RewardFn = Callable[[Array, Array, Array], Array]
 TerminationFn = Callable[[Array, Array, Array], Array]
+DeriveFn = Callable[[Array, Array], Array]  # (obs, predicted next_obs) -> next_obs
 
 
 def _norm(x: Array) -> Array:
@@ -69,6 +70,24 @@ def reach_reward(obs: Array, action: Array, next_obs: Array, *, layout: ReachLay
     return -reach_distance(next_obs, layout) - action_cost * (action**2).sum(-1)
 
 
+def reach_derive(obs: Array, next_obs: Array, *, layout: ReachLayout,
+                 ee_fn: Callable[[Array], Array]) -> Array:
+    """A predicted reach observation made consistent: the target copied from ``obs`` (it
+    never moves), the end effector from the predicted joint positions by forward kinematics
+    ``ee_fn`` (``[..., J] -> [..., 3]``), and the offset from those two. Joint positions carry
+    the model's error through the kinematics, which is far smaller than a separately predicted
+    end effector's, and the reward never sees an offset that disagrees with the rest.
+
+    Args:
+        obs, next_obs: ``[..., 2 J + 9]`` (torch or NumPy alike). Returns the same shape.
+    """
+    joints = next_obs[..., :2 * layout.joints]
+    ee = ee_fn(next_obs[..., :layout.joints])
+    target = obs[..., layout.target]
+    cat = torch.cat if isinstance(next_obs, torch.Tensor) else np.concatenate
+    return cat([joints, ee, target, target - ee], -1)
+
+
 def never_terminates(obs: Array, action: Array, next_obs: Array) -> Array:
     """A reach episode ends only by its time limit, which is ``truncated``, never this."""
     if isinstance(next_obs, torch.Tensor):
@@ -105,6 +124,7 @@ class TaskFunctions:
 
     reward: RewardFn | None
     termination: TerminationFn
+    derive: DeriveFn | None = None  # recomputes what follows from the rest of a prediction
 
 
 def task_functions(env_id: str) -> TaskFunctions:

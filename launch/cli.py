@@ -231,7 +231,7 @@ def build_run(rc: RunConfig, run_dir: Path) -> Any:
 
 def build_model(rc: RunConfig, env: Any) -> Any:
     """MBPO's dynamics side: the ensemble (learning the reward only where the task has no
-    reward function) and the task's pure reward and termination functions."""
+    reward function) and the task's pure reward, termination and derive functions."""
     from dataclasses import replace
 
     from agent.ensemble import ProbabilisticEnsemble
@@ -246,7 +246,7 @@ def build_model(rc: RunConfig, env: Any) -> Any:
         ensemble = ProbabilisticEnsemble(env.observation_space.shape[0],
                                          env.action_space.shape[0], cfg)
     return Model(ensemble.to(resolve_device(rc.device)), cfg, rc.agent.mbpo, fns.reward,
-                 fns.termination)
+                 fns.termination, fns.derive)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -134,3 +134,18 @@ def test_ensemble_disagreement_is_largest_pairwise_distance() -> None:
     mean = torch.tensor([[[0.0, 0.0]], [[3.0, 4.0]], [[0.0, 1.0]]])  # [E=3, B=1, D=2]
     assert ensemble_disagreement(mean).tolist() == [5.0]
     assert ensemble_disagreement(mean[:1]).tolist() == [0.0]
+
+
+def test_derive_completes_every_prediction_before_the_reward() -> None:
+    """``derive_fn`` rewrites each predicted state (here: its last entry is the sum of the
+    others); rewards, stored next states and the next step all see the derived state."""
+    def derive(obs: torch.Tensor, next_obs: torch.Tensor) -> torch.Tensor:
+        return torch.cat([next_obs[:, :-1], next_obs[:, :-1].sum(-1, keepdim=True)], -1)
+
+    data, _ = rollout(make_model(), horizon=3, derive_fn=derive)
+    nxt = torch.as_tensor(data["next_obs"])
+    np.testing.assert_allclose(nxt[:, -1], nxt[:, :-1].sum(-1), rtol=1e-5, atol=1e-5)
+    obs = torch.as_tensor(data["obs"][N:])  # steps 2 and 3 start from derived states
+    np.testing.assert_allclose(obs[:, -1], obs[:, :-1].sum(-1), rtol=1e-5, atol=1e-5)
+    expected = reward_fn(torch.as_tensor(data["obs"]), torch.as_tensor(data["action"]), nxt)
+    np.testing.assert_allclose(data["reward"], expected.numpy(), rtol=1e-5, atol=1e-5)

@@ -55,6 +55,24 @@ def test_reward_and_termination_match_the_pure_functions(env: gym.Env) -> None:
     np.testing.assert_allclose(rt.numpy(), r, atol=1e-12)
 
 
+def test_derive_rebuilds_what_follows_from_the_joints(env: gym.Env) -> None:
+    """A prediction with the right joints but a wrong end effector, target and offset is made
+    exactly the observation the env gives (forward kinematics in torch)."""
+    derive = env_task_functions(env).derive
+    layout, rng = ReachLayout(5), np.random.default_rng(0)
+    obs, _ = env.reset(seed=2)
+    rows = []
+    for _ in range(30):
+        next_obs, *_ = env.step(rng.uniform(-1, 1, 5))
+        rows.append((obs, next_obs))
+        obs = next_obs
+    o, n = (torch.as_tensor(np.array(x)) for x in zip(*rows, strict=True))
+    wrong = n.clone()
+    wrong[:, 2 * layout.joints:] += torch.as_tensor(rng.normal(0, 0.05, (len(n), 9)))
+    np.testing.assert_allclose(derive(o, wrong).numpy(), n.numpy(), atol=1e-9)
+    np.testing.assert_allclose(derive(o.float(), wrong.float()).numpy(), n.numpy(), atol=1e-5)
+
+
 def test_time_limit_is_truncation_never_termination(env: gym.Env) -> None:
     env.reset(seed=2)
     for step in range(1, 101):

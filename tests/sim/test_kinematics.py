@@ -52,6 +52,23 @@ def test_subset_of_joints_holds_the_rest_at_home() -> None:
     np.testing.assert_array_equal(kin5.ee_position(q), kin6.ee_position([*q, home_gripper]))
 
 
+def test_torch_chain_matches_mujoco(kin: ArmKinematics) -> None:
+    """The batched torch chain gives mj_kinematics' site positions, for all joints or a subset
+    (the rest held at home), in float64 and float32, with any leading batch shape."""
+    import torch
+
+    q = np.random.default_rng(0).uniform(-1.6, 1.6, (64, len(JOINTS)))
+    chain = kin.torch_chain(JOINTS)
+    np.testing.assert_allclose(chain(torch.as_tensor(q)).numpy(), kin.ee_position(q),
+                               atol=1e-12)
+    arm = JOINTS[:4]
+    home = [kin.model.key("home").qpos[kin.model.joint(j).qposadr[0]] for j in JOINTS]
+    held = np.tile(home, (64, 1))
+    held[:, :4] = q[:, :4]
+    sub = kin.torch_chain(arm)(torch.as_tensor(q[:, :4], dtype=torch.float32).reshape(8, 8, 4))
+    np.testing.assert_allclose(sub.reshape(64, 3).numpy(), kin.ee_position(held), atol=1e-5)
+
+
 def test_errors_name_the_problem(kin: ArmKinematics) -> None:
     with pytest.raises(ValueError, match="wrist_flex"):
         ArmKinematics(load_model(), ("base_yaw", "wrist_flex"))
