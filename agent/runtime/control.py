@@ -18,11 +18,13 @@ CHECKPOINT_STEP = 4  # learner: env steps of its newest checkpoint (-1: none)
 HEARTBEAT_NS = 5  # learner: time.monotonic_ns() of its latest loop
 PUBLISHED = 6  # learner: newest published weights version (-1: none)
 READY = 7  # learner: 1 once restored and caught up from the log
-WORDS = 8
+REACHED = 8  # learner: env steps of the evaluation that reached trainer.stop_at (-1: none)
+WORDS = 9
 
 
 def make_control(ctx: BaseContext) -> Any:
-    """A zeroed control block; ``STOP_AT``, ``CHECKPOINT_STEP`` and ``PUBLISHED`` start at -1."""
+    """A zeroed control block; ``STOP_AT``, ``CHECKPOINT_STEP``, ``PUBLISHED`` and ``REACHED``
+    start at -1."""
     control = ctx.RawArray("q", WORDS)
-    control[STOP_AT] = control[CHECKPOINT_STEP] = control[PUBLISHED] = -1
+    control[STOP_AT] = control[CHECKPOINT_STEP] = control[PUBLISHED] = control[REACHED] = -1
     return control

@@ -7,6 +7,11 @@ full or this process was dead, are read from the replay log), SAC updates run wh
 achieved update-to-data ratio is below the target, the model trains when ``model_due`` says
 so (checked at every step that arrives, so none is skipped when several arrive at once).
 
+Every ``trainer.eval_every`` env steps it evaluates the current policy on its own eval env
+(in the twin: an unpaced copy, so robot time is not spent on it) and logs
+``eval_success_rate``/``eval_return`` as the sync loop does; once ``trainer.stop_at`` is reached
+it tells the supervisor (``REACHED``), which ends the run.
+
 Start-up: restore the newest checkpoint, then re-add every logged transition newer than it,
 so a restart loses nothing. Shutdown: when the supervisor sets ``STOP_AT`` to the actor's
 count, ingest up to it, checkpoint, exit.
@@ -28,7 +33,15 @@ from agent.runtime import control as ctl
 from agent.runtime.config import RuntimeConfig
 from agent.runtime.replay_log import LogRecords, read_log, record_dtype, unpack_records
 from agent.runtime.weights import WeightsPublisher, attach_block, flatten
-from agent.train import checkpoint, model_due, rollout_model, train_model, update_policy
+from agent.train import (
+    checkpoint,
+    evaluate,
+    model_due,
+    reached_target,
+    rollout_model,
+    train_model,
+    update_policy,
+)
 
 LOG_FALLBACK_S = 0.2  # read from the log when the queue has been silent this long
 
@@ -49,6 +62,7 @@ class Learner:
         self.t_publish = self.t_checkpoint = self.t_log = self.t_heard = now
         self.updates_published = -1
         self.window = (now, run.counters.env_steps, run.counters.updates)
+        self.evaluated_at = run.counters.env_steps // run.cfg.eval_every
 
     @property
     def next_seq(self) -> int:
@@ -162,6 +176,18 @@ class Learner:
             self.control[ctl.CHECKPOINT_STEP] = self.next_seq
             self.t_checkpoint = time.monotonic()
 
+    def maybe_evaluate(self) -> None:
+        """Evaluate once per ``trainer.eval_every`` env steps crossed (from the first SAC
+        update on); set ``REACHED`` when ``trainer.stop_at`` is met."""
+        period = self.next_seq // self.run.cfg.eval_every
+        if period <= self.evaluated_at or self.run.counters.updates == 0:
+            return
+        self.evaluated_at = period
+        if reached_target(evaluate(self.run), self.run.cfg):
+            self.control[ctl.REACHED] = self.next_seq
+            self.run.logger.log({"env_steps": self.next_seq,
+                                 "stopped_at_target": self.run.cfg.stop_at})
+
     def maybe_log(self, force: bool = False) -> None:
         """A progress event in ``metrics.jsonl`` every ``log_every_s``: counts, achieved UTD
         (cumulative and over the window since the last event), the last update's figures."""
@@ -197,6 +223,7 @@ class Learner:
                     break
             worked = self.learn()
             self.publish()
+            self.maybe_evaluate()
             self.maybe_checkpoint()
             self.maybe_log()
             if not (got or worked):

@@ -99,8 +99,8 @@ class Supervisor:
         try:
             self.start_learner()
             self.actor.start()
-            run_actor(self.actor, lambda: self.stopping or self.actor.steps >= total_steps,
-                      self.watch)
+            run_actor(self.actor, lambda: self.stopping or self.actor.steps >= total_steps
+                      or self.control[ctl.REACHED] >= 0, self.watch)
             self.actor.stop()
             clean = self.stop_learner()
         finally:
@@ -143,6 +143,8 @@ class Supervisor:
                  "checkpoint_steps": int(self.control[ctl.CHECKPOINT_STEP]),
                  "learner_updates": int(self.control[ctl.UPDATES]),
                  "weights_version": int(self.control[ctl.PUBLISHED]),
+                 "reached_target_at": int(self.control[ctl.REACHED])
+                 if self.control[ctl.REACHED] >= 0 else None,
                  "learner_deaths": self.deaths, "learner_restarts": self.restarts,
                  "learner_exitcodes": self.learner_exitcodes, "clean_stop": clean,
                  "signal": getattr(self, "signal", None)}

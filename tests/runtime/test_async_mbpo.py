@@ -23,3 +23,21 @@ def test_mbpo_learner_trains_the_model_on_schedule(tmp_path: Path) -> None:
     check_nothing_lost(run, total, stats)
     reports = [json.loads(line) for line in (run / "model_reports.jsonl").open()]
     assert [r["env_steps"] for r in reports] == [100, 200, 300]
+
+
+def test_the_learner_evaluates_and_ends_the_run_at_the_target(tmp_path: Path) -> None:
+    """``trainer.stop_at`` in async mode: the learner's evaluation (on its own eval env) is
+    logged, and reaching the target stops the actor early with nothing lost."""
+    run, total = tmp_path / "run", 20 * HZ
+    stats = finish(start(*QUICK, f"trainer.total_steps={total}", f"run_dir={run}",
+                         "trainer.eval_every=100", "trainer.eval_episodes=1",
+                         "trainer.stop_at=0.0"), run)
+    events = [json.loads(line) for line in (run / "metrics.jsonl").open()]
+    evals = [e for e in events if "eval_success_rate" in e]
+    assert len(evals) == 1, "the run went on evaluating after it reached its target"
+    assert evals[0]["env_steps"] >= 100 and evals[0]["updates"] > 0
+    assert stats["reached_target_at"] == evals[0]["env_steps"]
+    assert any(e.get("stopped_at_target") == 0.0 for e in events)
+    n = stats["actor_steps"]
+    assert stats["reached_target_at"] <= n < total, "the run did not stop at the target"
+    check_nothing_lost(run, n, stats)
