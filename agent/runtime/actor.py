@@ -48,7 +48,8 @@ class Schedule:
         self.k, self.last = 0, 0.0
         self.periods: list[float] = []
         self.lateness: list[float] = []
-        self.missed = 0
+        self.missed = 0  # ticks later than the tolerance
+        self.skipped = 0  # ticks that never happened: a tick came more than a period late
 
     def restart(self) -> None:
         """Forget the anchor (after a reset the robot starts a new schedule)."""
@@ -80,6 +81,7 @@ class Schedule:
         self.missed += late > self.tolerance
         self.last = t
         if late > self.period:
+            self.skipped += int(late // self.period)
             self.anchor, self.k = t, 0
 
 
@@ -213,6 +215,7 @@ class Actor:
         s = self.schedule
         return {"ticks": self.ticks, "actor_steps": self.steps, "episodes": self.episodes,
                 "transitions_per_s": self.ticks / elapsed, "missed_deadlines": s.missed,
+                "skipped_ticks": s.skipped,
                 "period": _percentiles(s.periods),
                 "abs_jitter": _percentiles(np.abs(s.lateness)),
                 "weight_latency": _percentiles(self.weight_latency),

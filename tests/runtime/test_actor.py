@@ -34,9 +34,9 @@ def test_schedule_measures_lateness_and_misses() -> None:
     for t in (1.0, 1.02, 1.041, 1.065, 1.08):  # on time, 1 ms late, 5 ms late (missed), on
         s.mark(t)
     np.testing.assert_allclose(s.lateness, [0.0, 0.001, 0.005, 0.0], atol=1e-9)
-    assert s.missed == 1
-    s.mark(1.2)  # 100 ms late: the backlog is dropped, the schedule re-anchored
-    assert s.anchor == 1.2 and s.k == 0
+    assert s.missed == 1 and s.skipped == 0
+    s.mark(1.21)  # 110 ms late: 5 ticks never happened; the backlog is dropped, re-anchored
+    assert s.anchor == 1.21 and s.k == 0 and s.skipped == 5
 
 
 def test_schedule_wait_sleeps_then_spins_to_the_deadline() -> None:
