@@ -268,30 +268,37 @@ class ServoBus:
                          f"tr{'y' if tries == 1 else 'ies'}") from None
 
     def _try_once(self, packet: bytes, ids: list[int], size: int | None) -> list[Status]:
+        """One try: send, then collect a reply from each of ``ids`` (any order; each within
+        ``timeout`` of the previous one). A reply from a servo not asked is skipped.
+
+        Neither protocol numbers its packets: a reply later than ``timeout`` that lands in
+        the next try's window passes for that try's reply (one period stale). The input is
+        flushed before each try, which bounds this to a single late reply.
+        """
         ser = self._serial
         assert ser is not None
         ser.reset_input_buffer()  # drop late replies to an earlier try
         ser.write(packet)
         ser.flush()
-        replies = []
-        for servo_id in ids:
+        pending, replies = list(ids), {}
+        while pending:
             deadline = time.monotonic() + self.timeout
 
-            def read(n: int, deadline: float = deadline, servo_id: int = servo_id) -> bytes:
-                return self._read_exact(n, deadline, servo_id)
+            def read(n: int, deadline: float = deadline) -> bytes:
+                return self._read_exact(n, deadline, pending[0])
 
             status = self.codec.read_status(read)
-            if status.servo_id != servo_id:
-                raise ChecksumError(f"expected a reply from {self._who(servo_id)}, got one "
-                                    f"from servo {status.servo_id}")
+            if status.servo_id not in pending:
+                continue
             if status.error:
-                raise ServoError(f"{self._who(servo_id)} reports "
+                raise ServoError(f"{self._who(status.servo_id)} reports "
                                  f"{self.codec.error_text(status.error)} on {self.port}")
             if size is not None and len(status.params) != size:
-                raise ChecksumError(f"{self._who(servo_id)} sent {len(status.params)} data "
-                                    f"bytes, expected {size}")
-            replies.append(status)
-        return replies
+                raise ChecksumError(f"{self._who(status.servo_id)} sent "
+                                    f"{len(status.params)} data bytes, expected {size}")
+            pending.remove(status.servo_id)
+            replies[status.servo_id] = status
+        return [replies[i] for i in ids]
 
     def _read_exact(self, n: int, deadline: float, servo_id: int) -> bytes:
         ser = self._serial

@@ -15,10 +15,12 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
 
 import numpy as np
 
-from hardware.calibration import Calibration
+from hardware.calibration import Calibration, walk_through
 from hardware.dynamixel import DynamixelCodec
 from hardware.feetech import FeetechCodec
 from hardware.robot import JointLimits, RobotState
@@ -141,7 +143,7 @@ class SerialRobot:
             return
         self.bus.open()
         try:
-            self._check_servos()
+            check_servos(self.bus, self._ids)
             self._sync_write("torque_enable", [0] * len(self._ids))  # EEPROM needs torque off
             self._write_limits()
             present = self._read_ticks()[0]
@@ -236,24 +238,6 @@ class SerialRobot:
         return state
 
     # ------------------------------------------------------------------------ internals
-    def _check_servos(self) -> None:
-        """Ping every servo; name the silent ones, or the baud rate the bus answers at."""
-        silent = [i for i in self._ids if not self.bus.ping(i)]
-        if not silent:
-            return
-        port, baud = self.settings.port, self.settings.baudrate
-        if len(silent) == len(self._ids):
-            found = self.bus.find_baudrate(self._ids, [b for b in STANDARD_BAUDRATES if b != baud])
-            if found is not None:
-                raise BusError(f"servos on {port} answer at {found} baud, not {baud}: set "
-                               f"backend.baudrate={found}")
-            raise NoReplyError(f"no servo answers on {port} at {baud} baud (ids "
-                               f"{self._ids}); check the power supply, the cable and "
-                               "backend.protocol")
-        who = ", ".join(f"{i} ({self.bus.names[i]})" for i in silent)
-        raise NoReplyError(f"servo {who} on {port} does not answer; check its cable and id "
-                           "(backend.ids)")
-
     def _write_limits(self) -> None:
         """The calibrated range into each servo's position-limit registers, written only
         where they differ (EEPROM wears out)."""
@@ -294,3 +278,48 @@ class SerialRobot:
         self.bus.sync_write(reg.address, {i: reg.encode(int(v))
                                           for i, v in zip(self._ids, values, strict=True)})
         self._last_io = time.monotonic()
+
+
+def check_servos(bus: ServoBus, ids: list[int]) -> None:
+    """Ping every servo; raise naming the silent ones, or the baud rate the bus answers at."""
+    silent = [i for i in ids if not bus.ping(i)]
+    if not silent:
+        return
+    if len(silent) == len(ids):
+        found = bus.find_baudrate(ids, [b for b in STANDARD_BAUDRATES if b != bus.baudrate])
+        if found is not None:
+            raise BusError(f"servos on {bus.port} answer at {found} baud, not {bus.baudrate}: "
+                           f"set backend.baudrate={found}")
+        raise NoReplyError(f"no servo answers on {bus.port} at {bus.baudrate} baud (ids "
+                           f"{ids}); check the power supply, the cable and backend.protocol")
+    who = ", ".join(f"{i} ({bus.names.get(i, '?')})" for i in silent)
+    raise NoReplyError(f"servo {who} on {bus.port} does not answer; check its cable and id "
+                       "(backend.ids)")
+
+
+def calibrate_arm(config: SerialConfig, stdin: IO[str], stdout: IO[str]) -> Calibration:
+    """``mbpo-arm calibrate``: release torque, walk a person through the calibration
+    (:func:`hardware.calibration.walk_through`), write ``config.calibration`` atomically."""
+    codec = CODECS[config.protocol]()
+    bus = ServoBus(codec, config.port, config.baudrate, config.timeout, config.retries,
+                   names=dict(zip(config.ids, config.joint_names, strict=True)))
+    ids = list(config.ids)
+    reg = codec.control_table["present_position"]
+    torque = codec.control_table["torque_enable"]
+    bus.open()
+    try:
+        check_servos(bus, ids)
+        bus.sync_write(torque.address, {i: b"\x00" for i in ids})
+
+        def read_ticks() -> np.ndarray:
+            data = bus.sync_read(reg.address, reg.size, ids)
+            return np.array([reg.decode(data[i]) for i in ids], dtype=np.int64)
+
+        calibration = walk_through(read_ticks, config.joint_names, ids, config.protocol,
+                                   stdin, stdout, config.zero_pose)
+    finally:
+        bus.close()
+    calibration.save(config.calibration)
+    print(f"calibration written to {Path(config.calibration).expanduser()}", file=stdout,
+          flush=True)
+    return calibration

@@ -28,6 +28,7 @@ import termios
 import threading
 import time
 import tty
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -40,6 +41,7 @@ from hardware.dynamixel import packet as dxl_packet
 from hardware.feetech import FeetechCodec
 from hardware.feetech import checksum as sts_checksum
 from hardware.serial_bus import PING, READ, SYNC_READ, SYNC_WRITE, WRITE, ChecksumError
+from hardware.serial_robot import SerialConfig
 from sim.twin import TwinConfig, TwinRobot, name_ids
 
 CODECS = {"feetech": FeetechCodec, "dynamixel": DynamixelCodec}
@@ -112,6 +114,7 @@ class ServoEmulator:
         self.faults = Faults()
         self.unsafe: list[tuple[int, int]] = []  # (servo id, goal ticks) beyond the range
         self.goal_writes = 0
+        self.received: deque[bytes] = deque(maxlen=64)  # the last instruction packets, raw
         n = len(self.ids)
         self.rad_per_tick = 2 * math.pi / self.codec.ticks_per_turn
         self.zero = np.array([2048 + ZERO_OFFSETS[k % 6] for k in range(n)])
@@ -327,6 +330,7 @@ class ServoEmulator:
             except ChecksumError:
                 buf = buf[1:]  # a corrupt packet is ignored; look for the next header
                 continue
+            self.received.append(buf[:reader.pos])
             buf = buf[reader.pos:]
             self._last_packet = time.monotonic()
             with self._lock:
@@ -377,6 +381,14 @@ class ServoEmulator:
         if instruction == WRITE:
             return [self._status(servo_id, self._write(k, word(0), params[width:]))]
         return [self._status(servo_id, 2 if self.protocol == "dynamixel" else 0)]
+
+
+def twin_config_of(config: SerialConfig) -> TwinConfig:
+    """The twin of a serial arm: its MJCF (the shipped SO-101 arm when ``model_path`` is
+    null), joints, actuators and end-effector site."""
+    actuators = config.actuator_names or tuple(f"{j}_act" for j in config.joint_names)
+    return TwinConfig(model_path=config.model_path, joint_names=config.joint_names,
+                      actuator_names=actuators, ee_site=config.ee_site)
 
 
 def main(argv: list[str] | None = None) -> None:
