@@ -42,7 +42,7 @@ from hardware.feetech import FeetechCodec
 from hardware.feetech import checksum as sts_checksum
 from hardware.serial_bus import PING, READ, SYNC_READ, SYNC_WRITE, WRITE, ChecksumError
 from hardware.serial_robot import SerialConfig
-from sim.twin import TwinConfig, TwinRobot, name_ids
+from sim.twin import TwinConfig, TwinRobot, check_joints, name_ids
 
 CODECS = {"feetech": FeetechCodec, "dynamixel": DynamixelCodec}
 MODEL_NUMBER = {"feetech": 777, "dynamixel": 1060}  # STS3215, XL430-W250
@@ -125,6 +125,9 @@ class ServoEmulator:
         self.safe_high = np.floor(np.maximum(lo, hi)).astype(int)
         self._act = name_ids(self.twin.model, mujoco.mjtObj.mjOBJ_ACTUATOR,
                              self.twin.config.actuator_names, "actuator_names")
+        joints = check_joints(self.twin.model, self.twin.joint_names)
+        self._qadr = self.twin.model.jnt_qposadr[joints]
+        self._vadr = self.twin.model.jnt_dofadr[joints]
         self._gain = self.twin.model.actuator_gainprm[self._act, 0].copy()
         self._bias = self.twin.model.actuator_biasprm[self._act, 1:3].copy()
         self._regs = [bytearray(256) for _ in self.ids]
@@ -289,9 +292,8 @@ class ServoEmulator:
         with self._lock:
             if self._held is not None:
                 limp = ~self.torque().astype(bool)
-                data, qadr = self.twin.data, self.twin._qadr
-                data.qpos[qadr[limp]] = self._held[limp]
-                data.qvel[self.twin._vadr[limp]] = 0.0
+                self.twin.data.qpos[self._qadr[limp]] = self._held[limp]
+                self.twin.data.qvel[self._vadr[limp]] = 0.0
             self.twin.advance()
             self._check_watchdog()
             self._sync_registers()
