@@ -10,10 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from envs.factory import make_env
 from hardware.serial_bus import SYNC_WRITE, BusError, NoReplyError, PortError
 from hardware.serial_robot import SerialConfig, SerialRobot
+from mbpo_launch.cli import load_run_config
 from sim.servo_emulator import ServoEmulator
-from tests.hardware.emulated import robot_on
+from tests.hardware.emulated import emulated_arm, robot_on
 
 PROTOCOLS = ("feetech", "dynamixel")
 
@@ -21,7 +23,7 @@ PROTOCOLS = ("feetech", "dynamixel")
 @pytest.fixture(params=PROTOCOLS)
 def arm(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
     with ServoEmulator(request.param) as emulator:
-        robot = robot_on(emulator, tmp_path)
+        robot = robot_on(emulator, tmp_path, reset_speed=2.0)
         robot.connect()
         try:
             yield emulator, robot
@@ -179,4 +181,27 @@ def test_dynamixel_bus_watchdog_stops_a_quiet_host_and_is_rearmed(tmp_path: Path
             robot.advance()
         assert abs(robot.read_state().position[0] - 0.8) < 0.03
         robot.disconnect()
+        assert emulator.unsafe == []
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_an_episode_under_a_storm_of_transient_faults_completes(protocol: str,
+                                                               tmp_path: Path) -> None:
+    """Half the ticks lose or corrupt a reply: the reach episode still runs to its time limit
+    through the retries, and no goal beyond a joint's range reaches a servo."""
+    with emulated_arm(tmp_path, protocol) as (emulator, overrides):
+        rc, _ = load_run_config(["backend=serial", *overrides, "backend.control_hz=100",
+                                 "task.max_episode_steps=60"])
+        env = make_env(rc.task, rc.backend_name, rc.backend)
+        robot = env.unwrapped.robot
+        env.reset(seed=0)
+        rng = np.random.default_rng(0)
+        truncated = False
+        while not truncated:
+            fault = rng.integers(4)
+            emulator.faults.drop_replies = int(fault == 0)
+            emulator.faults.corrupt_replies = int(fault == 1)
+            _, _, _, truncated, _ = env.step(rng.uniform(-1, 1, env.action_space.shape))
+        assert robot.bus.stats.retries >= 20
+        env.close()
         assert emulator.unsafe == []

@@ -120,3 +120,20 @@ def test_serial_start_up_errors_are_one_line(tmp_path: Path, capsys) -> None:  #
                      *overrides[1:], "logger.wandb=disabled", f"run_dir={tmp_path / 'r'}"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "'/dev/ttyNOPE9' does not exist" in err
+
+
+def test_async_learner_never_opens_the_serial_port(tmp_path: Path) -> None:
+    """With runtime=async only the actor drives the arm: the learner's env is the twin."""
+    from envs.reach import ArmReachEnv
+    from mbpo_launch.runtime import build_learner_run
+    from sim.twin import TwinRobot
+
+    rc, _ = load_run_config(["backend=serial", "robot=so101", "backend.port=/dev/ttyNOPE9",
+                             "logger.wandb=disabled", "runtime=async"])
+    run = build_learner_run(rc, str(tmp_path / "run"))
+    try:
+        for env in (run.env, run.eval_env):
+            assert isinstance(env.unwrapped, ArmReachEnv)
+            assert isinstance(env.unwrapped.robot, TwinRobot)
+    finally:
+        run.logger.close()
