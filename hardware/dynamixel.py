@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from hardware.serial_bus import ChecksumError, Register, Status, scan_header
+from hardware.serial_bus import ChecksumError, Reader, Register, Status, scan_header
 
 HEADER = b"\xff\xff\xfd\x00"
 BROADCAST_ID = 0xFE
@@ -107,7 +107,7 @@ class DynamixelCodec:
         """``FF FF FD 00 ID LEN INST PARAM... CRC`` (stuffed)."""
         return packet(servo_id, bytes([instruction]) + bytes(params))
 
-    def read_status(self, read) -> Status:  # noqa: ANN001 (a serial_bus._Reader)
+    def read_status(self, read: Reader) -> Status:
         """Read a status packet, verify its CRC, undo the stuffing."""
         servo_id, payload = read_packet(read)
         if len(payload) < 2 or payload[0] != STATUS:
@@ -135,7 +135,7 @@ def packet(servo_id: int, payload: bytes) -> bytes:
     return head + body + crc.to_bytes(2, "little")
 
 
-def read_packet(read) -> tuple[int, bytes]:  # noqa: ANN001 (a serial_bus._Reader)
+def read_packet(read: Reader) -> tuple[int, bytes]:
     """Read one packet: its id and its unstuffed payload (INST or 55 + ERR, then PARAM)."""
     scan_header(read, HEADER)
     head = read(3)

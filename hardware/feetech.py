@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from hardware.serial_bus import ChecksumError, Register, Status, scan_header
+from hardware.serial_bus import ChecksumError, Reader, Register, Status, scan_header
 
 HEADER = b"\xff\xff"
 BROADCAST_ID = 0xFE
@@ -84,7 +84,7 @@ class FeetechCodec:
         body = bytes([servo_id, len(params) + 2, instruction]) + bytes(params)
         return HEADER + body + bytes([checksum(body)])
 
-    def read_status(self, read) -> Status:  # noqa: ANN001 (a serial_bus._Reader)
+    def read_status(self, read: Reader) -> Status:
         """Read ``FF FF ID LEN ERR PARAM... CHK`` and verify the checksum."""
         scan_header(read, HEADER)
         head = read(2)

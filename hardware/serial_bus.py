@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -66,15 +66,14 @@ class Codec(Protocol):
     def instruction(self, servo_id: int, instruction: int, params: bytes) -> bytes:
         """The instruction packet, checksum or CRC included."""
 
-    def read_status(self, read: _Reader) -> Status:
+    def read_status(self, read: Reader) -> Status:
         """Read and verify one status packet; raise ChecksumError or NoReplyError."""
 
     def error_text(self, error: int) -> str:
         """The servo's error byte in words."""
 
 
-class _Reader(Protocol):
-    def __call__(self, n: int) -> bytes: ...
+Reader = Callable[[int], bytes]  # returns exactly n bytes, or raises NoReplyError
 
 
 @dataclass(frozen=True)
@@ -108,7 +107,7 @@ class Register:
         return -magnitude if value >> self.sign_bit & 1 else magnitude
 
 
-def scan_header(read: _Reader, header: bytes) -> None:
+def scan_header(read: Reader, header: bytes) -> None:
     """Consume bytes until ``header`` has been read (skipping line noise before it)."""
     window = b""
     while window != header:
@@ -145,7 +144,7 @@ class ServoBus:
     retries: int = 2
     names: Mapping[int, str] = field(default_factory=dict)
     stats: BusStats = field(default_factory=BusStats)
-    _serial: serial.Serial | None = None
+    _serial: serial.Serial | None = field(default=None, repr=False)
 
     # ------------------------------------------------------------------------ the port
     def open(self) -> None:

@@ -75,8 +75,8 @@ class SerialConfig:
         if self.home is not None and len(self.home) != len(self.joint_names):
             raise ValueError(f"backend.home has {len(self.home)} values for "
                              f"{len(self.joint_names)} joints")
-        for name in ("control_hz", "timeout", "velocity_limit", "effort_limit", "reset_speed",
-                     "reset_tolerance", "reset_timeout"):
+        for name in ("baudrate", "control_hz", "timeout", "velocity_limit", "effort_limit",
+                     "reset_speed", "reset_tolerance", "reset_timeout"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"backend.{name} must be > 0, got {getattr(self, name)}")
         if self.retries < 0 or self.limit_margin < 0 or self.hold_s < 0 or self.watchdog < 0:
@@ -106,11 +106,11 @@ class SerialRobot:
         if self.calibration.protocol != cfg.protocol:
             raise ValueError(f"calibration {cfg.calibration!r} is for a {self.calibration.protocol}"
                              f" bus, backend.protocol is {cfg.protocol}; calibrate this arm")
-        cal_ids = [self.calibration.joints[n].id for n in self._known(cfg.joint_names)]
+        lower, upper = self.calibration.range_radians(self.joint_names)  # all joints there
+        cal_ids = [self.calibration.joints[n].id for n in cfg.joint_names]
         if cal_ids != list(cfg.ids):
             raise ValueError(f"calibration {cfg.calibration!r} has servo ids {cal_ids}, "
                              f"backend.ids is {list(cfg.ids)}; calibrate this arm again")
-        lower, upper = self.calibration.range_radians(self.joint_names)
         lower, upper = lower + cfg.limit_margin, upper - cfg.limit_margin
         n = len(self.joint_names)
         self.limits = JointLimits(lower, upper, np.full(n, cfg.velocity_limit),
@@ -123,10 +123,6 @@ class SerialRobot:
         self._deadline: float | None = None
         self._last_io = 0.0
         self.connected = False
-
-    def _known(self, names: tuple[str, ...]) -> tuple[str, ...]:
-        self.calibration.range_radians(names)  # raises, naming the joints it lacks
-        return names
 
     @property
     def home_position(self) -> np.ndarray:
