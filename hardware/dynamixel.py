@@ -102,6 +102,7 @@ class DynamixelCodec:
     velocity_unit = VELOCITY_UNIT
     ticks_per_turn = TICKS_PER_TURN
     watchdog = WATCHDOG_UNIT
+    position_mode = 3  # Operating Mode (11): 3 is position control (one turn)
 
     def instruction(self, servo_id: int, instruction: int, params: bytes) -> bytes:
         """``FF FF FD 00 ID LEN INST PARAM... CRC`` (stuffed)."""

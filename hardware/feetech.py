@@ -76,6 +76,7 @@ class FeetechCodec:
     velocity_unit = VELOCITY_UNIT
     ticks_per_turn = TICKS_PER_TURN
     watchdog = None  # the STS series has no bus watchdog
+    position_mode = 0  # Operating Mode (33): 0 is the position servo
 
     def instruction(self, servo_id: int, instruction: int, params: bytes) -> bytes:
         """``FF FF ID LEN INST PARAM... CHK``."""

@@ -235,12 +235,14 @@ class SerialRobot:
 
     # ------------------------------------------------------------------------ internals
     def _write_limits(self) -> None:
-        """The calibrated range into each servo's position-limit registers, written only
-        where they differ (EEPROM wears out)."""
+        """Position mode and the calibrated range into each servo's EEPROM (Operating Mode,
+        position-limit registers), written only where they differ (EEPROM wears out)."""
         lo_reg, hi_reg = self.table["min_position_limit"], self.table["max_position_limit"]
+        mode = self.table["operating_mode"]
         for name, servo in zip(self.joint_names, self._ids, strict=True):
             joint = self.calibration.joints[name]
-            for reg, value in ((lo_reg, joint.min), (hi_reg, joint.max)):
+            for reg, value in ((mode, self.codec.position_mode), (lo_reg, joint.min),
+                               (hi_reg, joint.max)):
                 if reg.decode(self.bus.read(servo, reg.address, reg.size)) == value:
                     continue
                 if "lock" in self.table:  # Feetech: unlock the EEPROM, write, lock again

@@ -202,6 +202,7 @@ class ServoEmulator:
             self._set(k, "model_number", MODEL_NUMBER[self.protocol])
             self._set(k, "id", servo)
             self._set(k, "baud_rate", BAUD_CODE[self.protocol])
+            self._set(k, "operating_mode", 0)  # Dynamixel: current control until set to 3
             self._set(k, "min_position_limit", 0)
             self._set(k, "max_position_limit", self.codec.ticks_per_turn - 1)
             self._set(k, "goal_position", int(self._to_ticks(k, self._ctrl[k])))
@@ -231,14 +232,17 @@ class ServoEmulator:
         if self.protocol == "dynamixel" and address < 64 and torque_on:
             return ACCESS_ERROR  # EEPROM area is locked while torque is on
         goal = table["goal_position"]
-        if address == goal.address and self._watchdog_fired[k]:
-            return RANGE_ERROR  # e-Manual, Bus Watchdog: goals refused until it is cleared
-        self._regs[k][address:address + len(data)] = data
         if address == goal.address:
             ticks = goal.decode(data)
             self.goal_writes += 1
             if not self.safe_low[k] <= ticks <= self.safe_high[k]:
                 self.unsafe.append((self.ids[k], ticks))
+            if self._watchdog_fired[k]:
+                return RANGE_ERROR  # e-Manual, Bus Watchdog: goals refused until it is cleared
+            if self._reg(k, "operating_mode") != self.codec.position_mode:
+                return RANGE_ERROR if self.protocol == "dynamixel" else 0  # not in position mode
+        self._regs[k][address:address + len(data)] = data
+        if address == goal.address:
             ticks = min(max(ticks, self._reg(k, "min_position_limit")),
                         self._reg(k, "max_position_limit"))
             self._ctrl[k] = self.direction[k] * (ticks - self.zero[k]) * self.rad_per_tick

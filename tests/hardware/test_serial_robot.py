@@ -140,9 +140,10 @@ def test_bytes_on_the_wire_are_the_sync_write_of_the_goal_ticks(arm) -> None:
     np.testing.assert_allclose(sent, q, atol=emulator.rad_per_tick / 2 + 1e-12)
 
 
-def test_limit_registers_hold_the_calibrated_range(arm) -> None:
+def test_position_mode_and_limit_registers_hold_the_calibrated_range(arm) -> None:
     emulator, robot = arm
     for k in range(6):
+        assert emulator._reg(k, "operating_mode") == robot.codec.position_mode
         assert emulator._reg(k, "min_position_limit") == emulator.safe_low[k]
         assert emulator._reg(k, "max_position_limit") == emulator.safe_high[k]
 

@@ -60,6 +60,7 @@ def test_firmware_clamps_goals_and_the_unsafe_log_catches_them() -> None:
             bus.write(1, lo.address, lo.encode(2000))  # EEPROM with torque on: refused
         bus.write(1, table["torque_enable"].address, b"\x00")
         bus.write(1, lo.address, lo.encode(2000))
+        bus.write(1, table["operating_mode"].address, bytes([codec.position_mode]))
         bus.write(1, table["torque_enable"].address, b"\x01")
         bus.write(1, table["goal_position"].address, table["goal_position"].encode(1500))
         assert emulator.unsafe == []  # 1500 is within the joint's range
