@@ -17,7 +17,6 @@ from envs.tasks import TaskFunctions, task_functions
 from hardware.robot import Robot
 from hardware.serial_robot import SerialConfig, SerialRobot
 from sim.kinematics import ArmKinematics
-from sim.servo_emulator import twin_config_of
 from sim.twin import TwinConfig, TwinRobot
 
 
@@ -59,6 +58,8 @@ def make_env(task: TaskConfig, backend: str = "mujoco", backend_config: Any = No
         config = backend_config if backend_config is not None else BACKENDS[backend][0]()
         kwargs.update(robot=make_robot(backend, config), config=task.reach)
         if isinstance(config, SerialConfig):  # the arm's own MJCF gives the task's kinematics
+            from sim.servo_emulator import twin_config_of
+
             kwargs["kinematics"] = ArmKinematics.from_config(twin_config_of(config))
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
