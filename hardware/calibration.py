@@ -127,6 +127,7 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 
 # --------------------------------------------------------------------- the walk-through
 MIN_MOVE_TICKS = 30  # about 2.6 degrees: less is taken for "did not move"
+WRAP_JUMP = 2048  # ticks between two samples 20 ms apart: only an encoder wrap jumps this far
 
 
 def walk_through(read_ticks: Callable[[], np.ndarray], names: Sequence[str],
@@ -168,9 +169,16 @@ def walk_through(read_ticks: Callable[[], np.ndarray], names: Sequence[str],
             raise RuntimeError(f"calibration stopped: {name} (servo {ids[k]}) did not move; "
                                "check that it is powered and free to turn")
     say("Move every joint slowly through its whole range, to both ends, then press Enter.")
-    low, high = zero.copy(), zero.copy()
+    low, high, last = zero.copy(), zero.copy(), zero.copy()
     while True:
         ticks = np.asarray(read_ticks(), dtype=np.int64)
+        wrapped = np.flatnonzero(np.abs(ticks - last) > WRAP_JUMP)
+        if wrapped.size:  # a jump of half a turn in one sample: the encoder passed 4095 -> 0
+            name = names[int(wrapped[0])]
+            raise RuntimeError(f"calibration stopped: {name} crossed its encoder's 0/4095 "
+                               "point; mount its horn so that the joint's range stays on one "
+                               "side of it, then calibrate again")
+        last = ticks
         low, high = np.minimum(low, ticks), np.maximum(high, ticks)
         ready, _, _ = select.select([stdin], [], [], period)
         if ready:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from hardware.calibration import Calibration, JointCalibration
+from hardware.calibration import Calibration, JointCalibration, walk_through
 
 NAMES = ("a", "b")
 
@@ -54,3 +57,34 @@ def test_bad_files_and_missing_joints_are_one_line_errors(tmp_path: Path) -> Non
         calibration().to_radians(np.zeros(1), ("c",))
     with pytest.raises(ValueError, match="direction"):
         JointCalibration(1, 2048, 0, 1000, 3000)
+
+
+def test_walk_through_stops_at_an_encoder_wrap() -> None:
+    """Scripted answers on a pipe; the readings turn each joint positive, then base_yaw's
+    reading jumps by most of a turn (its range crosses 4095 -> 0)."""
+    zero = np.full(2, 2048)
+    readings = iter([zero, zero + [100, 0], zero + [0, -100], zero + [3000, 0]])
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"\n" * 5)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as stdin, pytest.raises(RuntimeError, match="a crossed its encoder"):
+        walk_through(lambda: next(readings), NAMES, (1, 2), "feetech", stdin, io.StringIO(),
+                     "zero pose")
+
+
+def test_walk_through_finds_directions_and_ranges() -> None:
+    zero = np.full(2, 2048)
+    readings = iter([zero, zero + [100, 0], zero + [0, -100], zero + [900, 300],
+                     zero - [500, 400]] + [zero] * 1000)
+    read_fd, write_fd = os.pipe()
+    os.write(write_fd, b"\n" * 3)
+    stdin = os.fdopen(read_fd)
+    out = io.StringIO()  # three Enters wait in the pipe (zero pose, two directions); the
+    # fourth ends the range recording after 0.3 s of samples
+    timer = threading.Timer(0.3, lambda: (os.write(write_fd, b"\n"), os.close(write_fd)))
+    timer.start()
+    cal = walk_through(lambda: next(readings), NAMES, (1, 2), "feetech", stdin, out, "zero")
+    stdin.close()
+    assert cal.joints["a"] == JointCalibration(1, 2048, 1, 2048 - 500, 2048 + 900)
+    assert cal.joints["b"] == JointCalibration(2, 2048, -1, 2048 - 400, 2048 + 300)
+    assert "Turn b (servo 2)" in out.getvalue()

@@ -82,10 +82,12 @@ def test_calibrate_walks_through_and_finds_the_arms_mounting(tmp_path: Path) -> 
                     q = np.zeros(6)
                     q[next(k for k, n in enumerate(names) if f"Turn {n} " in line)] = 0.2
                     emulator.hold(q)
-                elif "whole range" in line:
-                    for pose in (lower, upper, np.zeros(6)):
-                        emulator.hold(pose)
-                        time.sleep(0.2)
+                elif "whole range" in line:  # a hand sweeps zero -> lower -> upper -> zero
+                    for a, b in ((np.zeros(6), lower), (lower, upper), (upper, np.zeros(6))):
+                        for s in np.linspace(0, 1, 25):
+                            emulator.hold(a + s * (b - a))
+                            time.sleep(0.01)
+                        time.sleep(0.1)
                 else:
                     continue
                 time.sleep(0.05)
