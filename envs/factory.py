@@ -15,6 +15,8 @@ import envs  # noqa: F401  (registers ArmReach-v0)
 from envs.reach import ArmReachEnv, ReachConfig
 from envs.tasks import TaskFunctions, task_functions
 from hardware.robot import Robot
+from hardware.serial_robot import SerialConfig, SerialRobot
+from sim.kinematics import ArmKinematics
 from sim.twin import TwinConfig, TwinRobot
 
 
@@ -36,7 +38,7 @@ class TaskConfig:
             raise ValueError(f"task.max_episode_steps must be >= 1, got {self.max_episode_steps}")
 
 
-BACKENDS = {"mujoco": (TwinConfig, TwinRobot)}
+BACKENDS = {"mujoco": (TwinConfig, TwinRobot), "serial": (SerialConfig, SerialRobot)}
 
 
 def make_robot(backend: str, config: Any) -> Robot:
@@ -55,6 +57,10 @@ def make_env(task: TaskConfig, backend: str = "mujoco", backend_config: Any = No
     if task.id.startswith("ArmReach"):
         config = backend_config if backend_config is not None else BACKENDS[backend][0]()
         kwargs.update(robot=make_robot(backend, config), config=task.reach)
+        if isinstance(config, SerialConfig):  # the arm's own MJCF gives the task's kinematics
+            from sim.servo_emulator import twin_config_of
+
+            kwargs["kinematics"] = ArmKinematics.from_config(twin_config_of(config))
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
     return gym.make(task.id, **kwargs)

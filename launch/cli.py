@@ -3,6 +3,8 @@
     mbpo-arm train --backend mujoco task=reach agent=sac trainer.total_steps=N seed=S run_dir=P
     mbpo-arm train resume=P [trainer.total_steps=N]
     mbpo-arm eval P --episodes N --json [--video out.mp4]
+    mbpo-arm train --backend serial robot=so101 port=/dev/ttyACM0
+    mbpo-arm calibrate robot=so101 port=/dev/ttyACM0
 
 Nothing else in the project imports across layers upward; this module wires them.
 """
@@ -25,6 +27,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from configs.schema import CONFIG_DIR, ConfigError, RunConfig, options, validate
+from hardware.serial_bus import BusError
 
 SAVED_CONFIG = "config.yaml"
 
@@ -48,6 +51,9 @@ def compose(overrides: list[str]) -> tuple[DictConfig, str]:
                                                  if not o.lstrip("+~").startswith(bad.group(1))])
         raise ConfigError(message) from None
     backend = str(cfg.hydra.runtime.choices.backend)
+    robot = cfg.hydra.runtime.choices.get("robot")
+    if robot not in (None, "null") and backend != "serial":
+        raise ConfigError(f"robot={robot} is a serial-bus arm; add --backend serial")
     with open_dict(cfg):
         del cfg["hydra"]
     return cfg, backend
@@ -187,7 +193,7 @@ def start_up_errors() -> Iterator[None]:
     same one-line error as a bad config value."""
     try:
         yield
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, BusError) as err:
         raise ConfigError(str(err).splitlines()[0]) from err
 
 
@@ -260,12 +266,39 @@ def _plain(rc: RunConfig) -> dict[str, Any]:
     return json.loads(json.dumps(OmegaConf.to_container(OmegaConf.structured(rc)), default=str))
 
 
+def calibrate(overrides: list[str]) -> None:
+    """``mbpo-arm calibrate``: walk a person through the calibration of a serial arm in the
+    terminal and write ``backend.calibration`` (see :mod:`hardware.calibration`)."""
+    from hardware.serial_robot import calibrate_arm
+
+    rc, _ = load_run_config(["backend=serial", *overrides])
+    try:
+        calibrate_arm(rc.backend, sys.stdin, sys.stdout)
+    except (BusError, RuntimeError) as err:
+        raise ConfigError(str(err)) from None
+
+
+# Shorthands on the command line for the keys a serial-arm user types most.
+SHORTHANDS = {"port": "backend.port"}
+
+
+def expand_shorthands(overrides: list[str]) -> list[str]:
+    """``port=/dev/ttyACM0`` -> ``backend.port=/dev/ttyACM0``."""
+    out = []
+    for o in overrides:
+        key, _, value = o.partition("=")
+        out.append(f"{SHORTHANDS[key]}={value}" if key in SHORTHANDS else o)
+    return out
+
+
 # ------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mbpo-arm", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_train = sub.add_parser("train", help="train an agent (key=value Hydra overrides follow)")
     p_train.add_argument("--backend", help="robot backend: " + ", ".join(options("backend")))
+    sub.add_parser("calibrate", help="calibrate a serial arm interactively (robot=<preset> "
+                   "port=<device> [backend.calibration=<file>])")
     p_eval = sub.add_parser("eval", help="evaluate a run's deterministic policy")
     p_eval.add_argument("run_dir", type=Path)
     p_eval.add_argument("--episodes", type=int, default=10)
@@ -279,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
             if bad:
                 raise ConfigError(f"{bad[0]!r} is not an override; write key=value")
             overrides = ([f"backend={args.backend}"] if args.backend else []) + rest
-            train(overrides)
+            train(expand_shorthands(overrides))
+        elif args.command == "calibrate":
+            calibrate(expand_shorthands(rest))
         else:
             if rest:
                 raise ConfigError(f"unknown arguments {rest}")
@@ -289,6 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"mbpo-arm: error: {err}", file=sys.stderr)
         return 2
+    except BusError as err:  # the serial bus failed during the run (every retry spent)
+        print(f"mbpo-arm: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -41,7 +41,14 @@ def paced(rc: RunConfig, runtime: RuntimeConfig, realtime: bool) -> RunConfig:
 
 
 def build_learner_run(rc: RunConfig, run_dir: str) -> Any:
-    """The learner's :class:`agent.run.Run` (called in the learner process; picklable)."""
+    """The learner's :class:`agent.run.Run` (called in the learner process; picklable).
+
+    The learner never drives hardware: for a serial arm its env is the arm's twin (the same
+    spaces and task functions), so that only the actor's process opens the port."""
+    if rc.backend_name == "serial":
+        from sim.servo_emulator import twin_config_of
+
+        rc = dataclasses.replace(rc, backend_name="mujoco", backend=twin_config_of(rc.backend))
     return build_run(rc, Path(run_dir))
 
 

@@ -3,18 +3,36 @@ one-line error naming the key."""
 
 from __future__ import annotations
 
-import pytest
+from contextlib import ExitStack
 
-from configs.schema import ConfigError, options
+import pytest
+from omegaconf import OmegaConf
+
+from configs.schema import CONFIG_DIR, ConfigError, options
 from mbpo_launch.cli import build_policy, load_run_config
+from tests.hardware.emulated import emulated_arm
 
 GROUPS = ("backend", "task", "agent", "logger", "runtime")
 
 
-@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
-def test_every_yaml_composes_and_builds(group: str, option: str) -> None:
-    rc, _ = load_run_config([f"{group}={option}", "logger.wandb=disabled"])
-    assert getattr(rc, group) is not None
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)]
+                         + [("robot", o) for o in options("robot")])
+def test_every_yaml_composes_and_builds(group: str, option: str, tmp_path) -> None:
+    with ExitStack() as stack:
+        overrides = [f"{group}={option}", "logger.wandb=disabled"]
+        if (group, option) == ("backend", "serial") or group == "robot":
+            # A serial arm is built against the servo emulator on a pseudo-terminal.
+            preset = OmegaConf.load(CONFIG_DIR / "robot" / f"{option}.yaml") \
+                if group == "robot" else {}
+            protocol = preset.get("protocol", "feetech")
+            _, serial = stack.enter_context(emulated_arm(tmp_path, protocol))
+            overrides += ["backend=serial", *serial]
+        rc, _ = load_run_config(overrides)
+        _build_and_step(rc, group)
+
+
+def _build_and_step(rc, group: str) -> None:  # noqa: ANN001
+    assert getattr(rc, "backend" if group == "robot" else group) is not None
     env, sac = build_policy(rc)
     try:
         obs, _ = env.reset(seed=0)
