@@ -7,6 +7,7 @@ measured on the tasks the literature reports; ``ArmReach-*`` runs over the confi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -15,7 +16,9 @@ import envs  # noqa: F401  (registers ArmReach-v0)
 from envs.reach import ArmReachEnv, ReachConfig
 from envs.tasks import TaskFunctions, task_functions
 from hardware.robot import Robot
-from sim.twin import TwinConfig, TwinRobot
+from hardware.ros2 import Ros2Config, Ros2Robot
+from sim.kinematics import ArmKinematics
+from sim.twin import ASSET, TwinConfig, TwinRobot
 
 
 @dataclass
@@ -36,7 +39,7 @@ class TaskConfig:
             raise ValueError(f"task.max_episode_steps must be >= 1, got {self.max_episode_steps}")
 
 
-BACKENDS = {"mujoco": (TwinConfig, TwinRobot)}
+BACKENDS = {"mujoco": (TwinConfig, TwinRobot), "ros2": (Ros2Config, Ros2Robot)}
 
 
 def make_robot(backend: str, config: Any) -> Robot:
@@ -55,9 +58,28 @@ def make_env(task: TaskConfig, backend: str = "mujoco", backend_config: Any = No
     if task.id.startswith("ArmReach"):
         config = backend_config if backend_config is not None else BACKENDS[backend][0]()
         kwargs.update(robot=make_robot(backend, config), config=task.reach)
+        if isinstance(config, Ros2Config):
+            kwargs["kinematics"] = ros2_kinematics(config)
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
     return gym.make(task.id, **kwargs)
+
+
+def ros2_kinematics(config: Ros2Config) -> ArmKinematics:
+    """Forward kinematics of a ros2 arm from its MJCF (``backend.model_path``, the shipped arm
+    by default): the configured joints and end-effector site."""
+    path = Path(config.model_path).expanduser() if config.model_path else ASSET
+    if not path.is_file():
+        raise FileNotFoundError(f"backend.model_path={config.model_path!r} not found; give the "
+                                "arm's MJCF (for forward kinematics) or null for the shipped arm")
+    import mujoco
+
+    try:
+        model = mujoco.MjModel.from_xml_path(str(path))
+    except ValueError as err:
+        raise ValueError(f"MuJoCo cannot load {str(path)!r}: {' '.join(str(err).split())}") \
+            from err
+    return ArmKinematics(model, config.joint_names, config.ee_site)
 
 
 def env_task_functions(env: gym.Env) -> TaskFunctions:
