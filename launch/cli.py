@@ -120,6 +120,7 @@ def train(overrides: list[str]) -> dict[str, Any]:
         return stats
     with start_up_errors():
         run = build_run(rc, run_dir)
+    attach_status(run)
     if rc.resume and not restore(run):
         print(f"resume: {run_dir} has no checkpoint yet; starting from step 0", file=sys.stderr)
     try:
@@ -187,8 +188,25 @@ def start_up_errors() -> Iterator[None]:
     same one-line error as a bad config value."""
     try:
         yield
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, TimeoutError, ValueError) as err:
         raise ConfigError(str(err).splitlines()[0]) from err
+
+
+def attach_status(run: Any) -> None:
+    """A robot that publishes a status (the ros2 backend) reports the run's env steps, SAC
+    updates and achieved UTD (updates per env step since learning started) in it."""
+    sources = getattr(run.env.unwrapped.robot, "status_sources", None) \
+        if hasattr(run.env.unwrapped, "robot") else None
+    if sources is None:
+        return
+    starts = run.sac_cfg.learning_starts
+
+    def learner_status() -> dict[str, Any]:
+        c = run.counters
+        return {"env_steps": c.env_steps, "updates": c.updates,
+                "achieved_utd": c.updates / max(1, c.env_steps - starts)}
+
+    sources.append(learner_status)
 
 
 

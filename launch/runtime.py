@@ -33,7 +33,11 @@ LOG_FILE = "replay.log"
 
 
 def paced(rc: RunConfig, runtime: RuntimeConfig, realtime: bool) -> RunConfig:
-    """``rc`` with the twin at the runtime's rate and ``realtime`` as given."""
+    """``rc`` with the twin at the runtime's rate and ``realtime`` as given (a ros2 arm at
+    the runtime's rate; it is always paced by the wall clock)."""
+    if rc.backend_name == "ros2":
+        return dataclasses.replace(rc, backend=dataclasses.replace(
+            rc.backend, control_hz=runtime.control_hz))
     if rc.backend_name != "mujoco":
         return rc
     backend = dataclasses.replace(rc.backend, control_hz=runtime.control_hz, realtime=realtime)
