@@ -3,9 +3,7 @@ domain of its own): joint-name mapping, rejected messages, e-stop, status, traje
 
 from __future__ import annotations
 
-import itertools
 import json
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,14 +24,9 @@ from hardware.ros2.transport import (  # noqa: E402
     CycloneTransport,
     check_topic,
 )
+from tests.hardware.ros2_helpers import fresh_domain, twin_driver_thread  # noqa: E402
 
 WIRE = ("j0", "j1", "j2", "j3", "j4", "j5")
-_domains = itertools.count()
-
-
-def fresh_domain() -> int:
-    """A domain id no other test of this run (or another run's same test) uses."""
-    return 1 + (os.getpid() * 13 + next(_domains)) % 200
 
 
 def wait_for(condition: Callable[[], bool], poll: Callable[[], Any], timeout: float = 5.0
@@ -151,30 +144,18 @@ def test_commands_estop_and_status_on_the_wire(peer: Any) -> None:
 def test_trajectory_commands_move_the_twin(peer: Any) -> None:
     """The twin driver in a thread follows one-point JointTrajectory commands; a reset moves
     the arm slowly there and returns once every joint is within tolerance."""
-    from sim.ros2_twin_driver import TwinDriver
-
-    domain, arm = peer
+    domain, _ = peer
     cfg = Ros2Config(domain_id=domain, ros_joint_names=WIRE, command_type="trajectory",
                      control_hz=100.0, reset_speed=3.0, reset_tolerance=0.03)
-    driver = TwinDriver(cfg, arm)
-    stop = threading.Event()
-
-    def drive() -> None:
-        while not stop.is_set():
-            driver.tick()
-
-    thread = threading.Thread(target=drive, daemon=True)
-    thread.start()
-    robot = Ros2Robot(cfg)
-    robot.connect()
-    start = robot.read_state().position
-    target = start + np.array([0.3, -0.2, 0.2, 0.0, 0.0, 0.0])
-    t0 = time.monotonic()
-    state = robot.reset(target)
-    took = time.monotonic() - t0
-    stop.set()
-    thread.join()
-    robot.disconnect()
+    with twin_driver_thread(cfg) as driver:
+        robot = Ros2Robot(cfg)
+        robot.connect()
+        start = robot.read_state().position
+        target = start + np.array([0.3, -0.2, 0.2, 0.0, 0.0, 0.0])
+        t0 = time.monotonic()
+        state = robot.reset(target)
+        took = time.monotonic() - t0
+        robot.disconnect()
     assert np.abs(state.position - target).max() < 0.03
     assert took >= 0.3 / 3.0 * 0.9, "the reset moved faster than reset_speed"
     assert driver.counts["commands_received"] >= 10 and driver.counts["commands_rejected"] == 0
