@@ -120,7 +120,8 @@ def train(overrides: list[str]) -> dict[str, Any]:
         return stats
     with start_up_errors():
         run = build_run(rc, run_dir)
-    attach_status(run)
+    attach_status(run.env, lambda: (run.counters.env_steps, run.counters.updates),
+                  rc.agent.sac.learning_starts)
     if rc.resume and not restore(run):
         print(f"resume: {run_dir} has no checkpoint yet; starting from step 0", file=sys.stderr)
     try:
@@ -192,19 +193,18 @@ def start_up_errors() -> Iterator[None]:
         raise ConfigError(str(err).splitlines()[0]) from err
 
 
-def attach_status(run: Any) -> None:
+def attach_status(env: Any, counts: Any, learning_starts: int) -> None:
     """A robot that publishes a status (the ros2 backend) reports the run's env steps, SAC
-    updates and achieved UTD (updates per env step since learning started) in it."""
-    sources = getattr(run.env.unwrapped.robot, "status_sources", None) \
-        if hasattr(run.env.unwrapped, "robot") else None
+    updates and achieved UTD (updates per env step since learning started) in it;
+    ``counts()`` returns ``(env_steps, updates)``."""
+    sources = getattr(getattr(env.unwrapped, "robot", None), "status_sources", None)
     if sources is None:
         return
-    starts = run.sac_cfg.learning_starts
 
     def learner_status() -> dict[str, Any]:
-        c = run.counters
-        return {"env_steps": c.env_steps, "updates": c.updates,
-                "achieved_utd": c.updates / max(1, c.env_steps - starts)}
+        steps, updates = counts()
+        return {"env_steps": steps, "updates": updates,
+                "achieved_utd": updates / max(1, steps - learning_starts)}
 
     sources.append(learner_status)
 

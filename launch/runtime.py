@@ -26,7 +26,14 @@ from omegaconf import OmegaConf
 
 from agent.runtime.config import RuntimeConfig
 from configs.schema import CONFIG_DIR, ConfigError, RunConfig
-from mbpo_launch.cli import SAVED_CONFIG, build_policy, build_run, default_run_dir, load_run_config
+from mbpo_launch.cli import (
+    SAVED_CONFIG,
+    attach_status,
+    build_policy,
+    build_run,
+    default_run_dir,
+    load_run_config,
+)
 
 RUNTIME_SAVED = "runtime.yaml"
 LOG_FILE = "replay.log"
@@ -54,7 +61,7 @@ def run_async(rc: RunConfig, run_dir: Path, runtime: RuntimeConfig | None = None
     """Run ``rc`` with the actor at ``runtime.control_hz`` and a background learner until
     ``trainer.total_steps`` logged transitions; returns the runtime figures."""
     from agent.runtime.actor import Actor
-    from agent.runtime.control import make_control
+    from agent.runtime.control import UPDATES, make_control
     from agent.runtime.supervisor import Supervisor
     from agent.runtime.weights import WeightsReader, create_block, flatten
 
@@ -71,6 +78,8 @@ def run_async(rc: RunConfig, run_dir: Path, runtime: RuntimeConfig | None = None
     try:
         actor = Actor(env, policy, log, runtime, WeightsReader(block), make_control(ctx),
                       rc.agent.sac.learning_starts, rc.seed)
+        attach_status(env, lambda: (actor.steps, int(actor.control[UPDATES])),
+                      rc.agent.sac.learning_starts)
         make_run = partial(build_learner_run, paced(rc, runtime, False), str(run_dir))
         supervisor = Supervisor(actor, runtime, make_run, run_dir, block.name, ctx)
         return supervisor.run(rc.trainer.total_steps)
