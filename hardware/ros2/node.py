@@ -48,6 +48,8 @@ class Ros2Robot:
         on_estop_reset: called with a source name when ``reset_topic`` releases it.
         status_sources: functions whose dicts are merged into each status message.
         estopped: whether the e-stop is latched.
+        lateness: the last ``JITTER_WINDOW`` ticks' wake-up lateness after the deadline (s).
+        counts: messages received, rejected and sent, ticks, missed deadlines, e-stops.
     """
 
     def __init__(self, config: Ros2Config | None = None,
@@ -67,7 +69,7 @@ class Ros2Robot:
         self._publish_command: Callable[[Any], None] | None = None
         self._publish_status: Callable[[Any], None] | None = None
         self._deadline: float | None = None
-        self._lateness: deque[float] = deque(maxlen=JITTER_WINDOW)
+        self.lateness: deque[float] = deque(maxlen=JITTER_WINDOW)
         self._next_status = 0.0
         self.counts = {"joint_states_received": 0, "joint_states_rejected": 0,
                        "commands_sent": 0, "ticks": 0, "missed_deadlines": 0, "estops": 0}
@@ -185,7 +187,7 @@ class Ros2Robot:
             time.sleep(self._deadline - now - 1e-3)  # wakes sleepers up to ~1 ms late
         while time.monotonic() < self._deadline:
             pass
-        self._lateness.append(time.monotonic() - self._deadline)
+        self.lateness.append(time.monotonic() - self._deadline)
         self._deadline += self.control_period
         self.counts["ticks"] += 1
         self._poll()
@@ -226,7 +228,7 @@ class Ros2Robot:
     # --------------------------------------------------------------------------- status
     def stats(self) -> dict[str, Any]:
         """The node's figures: counts, tick jitter (ms), the e-stop, plus the sources'."""
-        late = np.array(self._lateness) * 1e3 if self._lateness else np.zeros(1)
+        late = np.array(self.lateness) * 1e3 if self.lateness else np.zeros(1)
         out: dict[str, Any] = {**self.counts, "estopped": self.estopped,
                                "transport": self.transport_name,
                                "tick_jitter_ms": {"p50": float(np.percentile(late, 50)),

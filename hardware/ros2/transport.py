@@ -163,6 +163,22 @@ class CycloneTransport:
         reader = DataReader(self._participant, self._topic(topic, msg_type), self._qos(qos))
         self._readers.append((reader, msg_type, callback))
 
+    def listen(self, topic: str, msg_type: type, qos: QosProfile,
+               callback: Callable[[Any], None]) -> None:
+        """Call ``callback(msg)`` on the middleware's thread as each message lands (for
+        timing; the control loop uses :meth:`subscribe`, which needs no locks)."""
+        from cyclonedds.core import Listener
+        from cyclonedds.sub import DataReader
+
+        def on_data_available(reader: Any) -> None:
+            for sample in reader.take(N=TAKE_MAX):
+                if isinstance(sample, msg_type):
+                    callback(sample)
+
+        reader = DataReader(self._participant, self._topic(topic, msg_type), self._qos(qos),
+                            listener=Listener(on_data_available=on_data_available))
+        self._writers.append(reader)  # kept alive until close()
+
     def poll(self) -> int:
         count = 0
         for reader, msg_type, callback in self._readers:
