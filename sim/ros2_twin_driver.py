@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -128,7 +129,11 @@ def load_config(overrides: list[str]) -> Ros2Config:
                                  OmegaConf.from_dotlist(dots))
         return OmegaConf.to_object(merged)
     except Exception as err:  # OmegaConf's and __post_init__'s errors, as one line
-        raise ValueError(str(err).splitlines()[0]) from None
+        first = str(err).splitlines()[0]
+        if first.startswith("Key '") and "not in" in first:
+            keys = ", ".join(f.name for f in fields(Ros2Config))
+            first = f"{first}; keys of configs/backend/ros2.yaml: {keys}"
+        raise ValueError(first) from None
 
 
 def write_stats(path: Path, stats: dict[str, Any]) -> None:
