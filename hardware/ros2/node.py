@@ -100,6 +100,7 @@ class Ros2Robot:
         from hardware.ros2 import messages as msg
 
         cfg = self.config
+        self._state = None  # a reconnect waits for a fresh state too
         if self._transport is None:
             self._transport = make_transport(cfg.transport, cfg.domain_id, cfg.node_name)
         t = self._transport
