@@ -45,7 +45,8 @@ class Ros2Robot:
     Attributes:
         joint_names, limits, control_period: as the Robot interface says.
         on_estop: called with a source name when an e-stop arrives on ``estop_topic``.
-        on_estop_reset: called with a source name when ``reset_topic`` releases it.
+        on_estop_reset: called with a source name when ``reset_topic`` releases it; raising
+            RuntimeError there keeps the e-stop latched.
         status_sources: functions whose dicts are merged into each status message.
         estopped: whether the e-stop is latched.
         lateness: the last ``JITTER_WINDOW`` ticks' wake-up lateness after the deadline (s).
@@ -311,9 +312,16 @@ class Ros2Robot:
             self.on_estop(source)
 
     def _on_reset(self, message: Any) -> None:
+        """Release the e-stop, unless :attr:`on_estop_reset` refuses (raises RuntimeError,
+        as the shield's e-stop does while its trigger file exists)."""
         if not message.data or not self.estopped:
             return
-        self.estopped = False
-        log.warning("e-stop released from ros2:%s", self.config.reset_topic)
+        source = f"ros2:{self.config.reset_topic}"
         if self.on_estop_reset is not None:
-            self.on_estop_reset(f"ros2:{self.config.reset_topic}")
+            try:
+                self.on_estop_reset(source)
+            except RuntimeError as err:
+                log.warning("e-stop release from %s refused: %s", source, err)
+                return
+        self.estopped = False
+        log.warning("e-stop released from %s", source)

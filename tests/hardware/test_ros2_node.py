@@ -125,6 +125,17 @@ def test_commands_estop_and_status_on_the_wire(peer: Any) -> None:
     assert wait_for(lambda: robot.estopped, lambda: (estop(m.Bool(data=True)), robot.read_state()))
     assert sources == ["ros2:/mbpo_arm/estop"]
     assert robot.send_command(b).tolist() == a.tolist(), "an e-stop holds the last target"
+    refusals: list[str] = []
+
+    def refuse(source: str) -> None:
+        refusals.append(source)
+        raise RuntimeError("remove the stop file first")
+
+    robot.on_estop_reset = refuse  # e.g. the shield's e-stop while its trigger file exists
+    assert wait_for(lambda: bool(refusals), lambda: (release(m.Bool(data=True)),
+                                                     robot.read_state()))
+    assert robot.estopped and robot.send_command(b).tolist() == a.tolist()
+    robot.on_estop_reset = refusals.append
     assert wait_for(lambda: not robot.estopped,
                     lambda: (release(m.Bool(data=True)), robot.read_state()))
     assert robot.send_command(b).tolist() == b.tolist()
