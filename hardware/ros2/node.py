@@ -132,10 +132,10 @@ class Ros2Robot:
         self._command = self._state.position.copy()
 
     def disconnect(self) -> None:
-        """Publish a last status and leave the domain (the controller holds its last
-        target). Idempotent."""
+        """Publish a last status (if it ever ticked) and leave the domain (the controller
+        holds its last target). Idempotent."""
         if self._transport is not None:
-            if self._publish_status is not None:
+            if self._publish_status is not None and self.counts["ticks"]:
                 self.publish_status()
             self._transport.close()
         self._transport = None
