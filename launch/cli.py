@@ -15,7 +15,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -193,7 +193,8 @@ def start_up_errors() -> Iterator[None]:
         raise ConfigError(str(err).splitlines()[0]) from err
 
 
-def attach_status(env: Any, counts: Any, learning_starts: int) -> None:
+def attach_status(env: Any, counts: Callable[[], tuple[int, int]],
+                  learning_starts: int) -> None:
     """A robot that publishes a status (the ros2 backend) reports the run's env steps, SAC
     updates and achieved UTD (updates per env step since learning started) in it;
     ``counts()`` returns ``(env_steps, updates)``."""
