@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 # name, default, description: every argument this launch file declares (the README lists them).
@@ -91,17 +92,19 @@ def plan(values: dict[str, str]) -> list[Process]:
     if backend == "mujoco":
         driver_args = [o for o in overrides if o.startswith("backend.")]
         processes.append(Process("twin_driver",
-                                 [sys.executable, "-m", "sim.ros2_twin_driver", *driver_args]))
+                                 [python(), "-m", "sim.ros2_twin_driver", *driver_args]))
     train_backend = "serial" if backend == "serial" else "ros2"
-    processes.append(Process("mbpo_arm", [*mbpo_arm(), "train", "--backend", train_backend,
-                                          *overrides]))
+    processes.append(Process("mbpo_arm", [python(), "-m", "mbpo_launch.cli", "train",
+                                          "--backend", train_backend, *overrides]))
     return processes
 
 
-def mbpo_arm() -> list[str]:
-    """The ``mbpo-arm`` command of this Python environment."""
+def python() -> str:
+    """The Python of the environment that has mbpo-arm (``ros2 launch`` itself may run on the
+    system Python while mbpo-arm lives in a venv on PATH)."""
     exe = shutil.which("mbpo-arm")
-    return [exe] if exe else [sys.executable, "-m", "mbpo_launch.cli"]
+    beside = Path(exe).parent / "python" if exe else None
+    return str(beside) if beside is not None and beside.exists() else sys.executable
 
 
 def generate_launch_description() -> Any:
