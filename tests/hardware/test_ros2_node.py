@@ -169,7 +169,9 @@ def test_trajectory_commands_move_the_twin(peer: Any) -> None:
         robot.disconnect()
     assert np.abs(state.position - target).max() < 0.03
     assert took >= 0.3 / 3.0 * 0.9, "the reset moved faster than reset_speed"
-    assert driver.counts["commands_received"] >= 10 and driver.counts["commands_rejected"] == 0
+    # Reaching the target needs the trajectories; how many the driver took depends on how the
+    # two loops interleave (keep-last-1 keeps only the newest between its ticks).
+    assert driver.counts["commands_received"] > 0 and driver.counts["commands_rejected"] == 0
 
 
 def test_config_errors_are_one_line() -> None:
