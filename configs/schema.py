@@ -21,13 +21,15 @@ from agent.run import MBPOConfig, TrainerConfig
 from agent.runtime.config import RuntimeConfig
 from agent.sac import SACConfig
 from envs.factory import TaskConfig
+from hardware.ros2 import Ros2Config
 from hardware.serial_robot import SerialConfig
 from sim.twin import TwinConfig
 
 CONFIG_DIR = Path(__file__).parent
 
 # The schema of each option of a polymorphic group.
-BACKEND_SCHEMAS: dict[str, type] = {"mujoco": TwinConfig, "serial": SerialConfig}
+BACKEND_SCHEMAS: dict[str, type] = {"mujoco": TwinConfig, "serial": SerialConfig,
+                                     "ros2": Ros2Config}
 ALGOS = ("sac", "mbpo")
 
 

@@ -7,6 +7,7 @@ measured on the tasks the literature reports; ``ArmReach-*`` runs over the confi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -15,9 +16,10 @@ import envs  # noqa: F401  (registers ArmReach-v0)
 from envs.reach import ArmReachEnv, ReachConfig
 from envs.tasks import TaskFunctions, task_functions
 from hardware.robot import Robot
+from hardware.ros2 import Ros2Config, Ros2Robot
 from hardware.serial_robot import SerialConfig, SerialRobot
 from sim.kinematics import ArmKinematics
-from sim.twin import TwinConfig, TwinRobot
+from sim.twin import ASSET, TwinConfig, TwinRobot
 
 
 @dataclass
@@ -38,7 +40,8 @@ class TaskConfig:
             raise ValueError(f"task.max_episode_steps must be >= 1, got {self.max_episode_steps}")
 
 
-BACKENDS = {"mujoco": (TwinConfig, TwinRobot), "serial": (SerialConfig, SerialRobot)}
+BACKENDS = {"mujoco": (TwinConfig, TwinRobot), "serial": (SerialConfig, SerialRobot),
+            "ros2": (Ros2Config, Ros2Robot)}
 
 
 def make_robot(backend: str, config: Any) -> Robot:
@@ -57,13 +60,28 @@ def make_env(task: TaskConfig, backend: str = "mujoco", backend_config: Any = No
     if task.id.startswith("ArmReach"):
         config = backend_config if backend_config is not None else BACKENDS[backend][0]()
         kwargs.update(robot=make_robot(backend, config), config=task.reach)
-        if isinstance(config, SerialConfig):  # the arm's own MJCF gives the task's kinematics
-            from sim.servo_emulator import twin_config_of
-
-            kwargs["kinematics"] = ArmKinematics.from_config(twin_config_of(config))
+        if not isinstance(config, TwinConfig):  # a real arm: kinematics from its own MJCF
+            kwargs["kinematics"] = arm_kinematics(config)
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
     return gym.make(task.id, **kwargs)
+
+
+def arm_kinematics(config: SerialConfig | Ros2Config) -> ArmKinematics:
+    """Forward kinematics of a hardware arm from its MJCF (``backend.model_path``, the shipped
+    arm by default): the configured joints and end-effector site."""
+    path = Path(config.model_path).expanduser() if config.model_path else ASSET
+    if not path.is_file():
+        raise FileNotFoundError(f"backend.model_path={config.model_path!r} not found; give the "
+                                "arm's MJCF (for forward kinematics) or null for the shipped arm")
+    import mujoco
+
+    try:
+        model = mujoco.MjModel.from_xml_path(str(path))
+    except ValueError as err:
+        raise ValueError(f"MuJoCo cannot load {str(path)!r}: {' '.join(str(err).split())}") \
+            from err
+    return ArmKinematics(model, config.joint_names, config.ee_site)
 
 
 def env_task_functions(env: gym.Env) -> TaskFunctions:

@@ -17,7 +17,7 @@ import os
 import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -126,6 +126,8 @@ def train(overrides: list[str]) -> dict[str, Any]:
         return stats
     with start_up_errors():
         run = build_run(rc, run_dir)
+    attach_status(run.env, lambda: (run.counters.env_steps, run.counters.updates),
+                  rc.agent.sac.learning_starts)
     if rc.resume and not restore(run):
         print(f"resume: {run_dir} has no checkpoint yet; starting from step 0", file=sys.stderr)
     try:
@@ -193,8 +195,25 @@ def start_up_errors() -> Iterator[None]:
     same one-line error as a bad config value."""
     try:
         yield
-    except (FileNotFoundError, ValueError, BusError) as err:
+    except (FileNotFoundError, TimeoutError, ValueError, BusError) as err:
         raise ConfigError(str(err).splitlines()[0]) from err
+
+
+def attach_status(env: Any, counts: Callable[[], tuple[int, int]],
+                  learning_starts: int) -> None:
+    """A robot that publishes a status (the ros2 backend) reports the run's env steps, SAC
+    updates and achieved UTD (updates per env step since learning started) in it;
+    ``counts()`` returns ``(env_steps, updates)``."""
+    sources = getattr(getattr(env.unwrapped, "robot", None), "status_sources", None)
+    if sources is None:
+        return
+
+    def learner_status() -> dict[str, Any]:
+        steps, updates = counts()
+        return {"env_steps": steps, "updates": updates,
+                "achieved_utd": updates / max(1, steps - learning_starts)}
+
+    sources.append(learner_status)
 
 
 

@@ -26,14 +26,25 @@ from omegaconf import OmegaConf
 
 from agent.runtime.config import RuntimeConfig
 from configs.schema import CONFIG_DIR, ConfigError, RunConfig
-from mbpo_launch.cli import SAVED_CONFIG, build_policy, build_run, default_run_dir, load_run_config
+from mbpo_launch.cli import (
+    SAVED_CONFIG,
+    attach_status,
+    build_policy,
+    build_run,
+    default_run_dir,
+    load_run_config,
+)
 
 RUNTIME_SAVED = "runtime.yaml"
 LOG_FILE = "replay.log"
 
 
 def paced(rc: RunConfig, runtime: RuntimeConfig, realtime: bool) -> RunConfig:
-    """``rc`` with the twin at the runtime's rate and ``realtime`` as given."""
+    """``rc`` with the twin at the runtime's rate and ``realtime`` as given (a ros2 arm at
+    the runtime's rate; it is always paced by the wall clock)."""
+    if rc.backend_name == "ros2":
+        return dataclasses.replace(rc, backend=dataclasses.replace(
+            rc.backend, control_hz=runtime.control_hz))
     if rc.backend_name != "mujoco":
         return rc
     backend = dataclasses.replace(rc.backend, control_hz=runtime.control_hz, realtime=realtime)
@@ -43,10 +54,11 @@ def paced(rc: RunConfig, runtime: RuntimeConfig, realtime: bool) -> RunConfig:
 def build_learner_run(rc: RunConfig, run_dir: str) -> Any:
     """The learner's :class:`agent.run.Run` (called in the learner process; picklable).
 
-    The learner never drives hardware: for a serial arm its env is the arm's twin (the same
-    spaces and task functions), so that only the actor's process opens the port."""
-    if rc.backend_name == "serial":
-        from sim.servo_emulator import twin_config_of
+    The learner never drives hardware: for a serial or ROS 2 arm its env is the arm's twin
+    (the same spaces and task functions; evaluations run there), so that only the actor's
+    process opens the port or joins the arm's topics."""
+    if rc.backend_name != "mujoco":
+        from sim.twin import twin_config_of
 
         rc = dataclasses.replace(rc, backend_name="mujoco", backend=twin_config_of(rc.backend))
     return build_run(rc, Path(run_dir))
@@ -57,7 +69,7 @@ def run_async(rc: RunConfig, run_dir: Path, runtime: RuntimeConfig | None = None
     """Run ``rc`` with the actor at ``runtime.control_hz`` and a background learner until
     ``trainer.total_steps`` logged transitions; returns the runtime figures."""
     from agent.runtime.actor import Actor
-    from agent.runtime.control import make_control
+    from agent.runtime.control import UPDATES, make_control
     from agent.runtime.supervisor import Supervisor
     from agent.runtime.weights import WeightsReader, create_block, flatten
 
@@ -74,6 +86,8 @@ def run_async(rc: RunConfig, run_dir: Path, runtime: RuntimeConfig | None = None
     try:
         actor = Actor(env, policy, log, runtime, WeightsReader(block), make_control(ctx),
                       rc.agent.sac.learning_starts, rc.seed)
+        attach_status(env, lambda: (actor.steps, int(actor.control[UPDATES])),
+                      rc.agent.sac.learning_starts)
         make_run = partial(build_learner_run, paced(rc, runtime, False), str(run_dir))
         supervisor = Supervisor(actor, runtime, make_run, run_dir, block.name, ctx)
         return supervisor.run(rc.trainer.total_steps)

@@ -41,7 +41,6 @@ from hardware.dynamixel import packet as dxl_packet
 from hardware.feetech import FeetechCodec
 from hardware.feetech import checksum as sts_checksum
 from hardware.serial_bus import PING, READ, SYNC_READ, SYNC_WRITE, WRITE, ChecksumError
-from hardware.serial_robot import SerialConfig
 from sim.twin import TwinConfig, TwinRobot, check_joints, name_ids
 
 CODECS = {"feetech": FeetechCodec, "dynamixel": DynamixelCodec}
@@ -387,14 +386,6 @@ class ServoEmulator:
         if instruction == WRITE:
             return [self._status(servo_id, self._write(k, word(0), params[width:]))]
         return [self._status(servo_id, 2 if self.protocol == "dynamixel" else 0)]
-
-
-def twin_config_of(config: SerialConfig) -> TwinConfig:
-    """The twin of a serial arm: its MJCF (the shipped SO-101 arm when ``model_path`` is
-    null), joints, actuators and end-effector site."""
-    actuators = config.actuator_names or tuple(f"{j}_act" for j in config.joint_names)
-    return TwinConfig(model_path=config.model_path, joint_names=config.joint_names,
-                      actuator_names=actuators, ee_site=config.ee_site)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mujoco
 import numpy as np
@@ -73,6 +74,16 @@ class TwinConfig:
     def path(self) -> Path:
         """The MJCF file this config loads."""
         return Path(self.model_path).expanduser() if self.model_path else ASSET
+
+
+def twin_config_of(config: Any) -> TwinConfig:
+    """The twin of a hardware arm's backend config (serial, ROS 2): its MJCF (``model_path``;
+    null: the shipped arm), joints, end-effector site, and actuators (``actuator_names`` where
+    the config has them, else ``<joint>_act``)."""
+    actuators = getattr(config, "actuator_names", None) or tuple(
+        f"{j}_act" for j in config.joint_names)
+    return TwinConfig(model_path=config.model_path, joint_names=config.joint_names,
+                      actuator_names=actuators, ee_site=config.ee_site)
 
 
 def _str_tuple(value: Sequence[str] | str, name: str) -> tuple[str, ...]:

@@ -1,0 +1,145 @@
+"""The ROS 2 control loop over real DDS: the node against the twin driver in another process.
+
+    python bench/ros2_loop.py [--hz 50 100] [--seconds 10] [--runs 3]
+        [--out bench/results/ros2_loop]
+
+For each rate and run: starts ``python -m sim.ros2_twin_driver`` in a fresh DDS domain, runs
+:class:`hardware.ros2.Ros2Robot` here at that rate for ``--seconds`` (a 0.5 Hz sine on every
+joint around the home pose), and a third participant timestamps each ``JointState`` as it
+lands (a DDS listener, on the middleware's thread). Prints a table of medians over the runs:
+tick lateness (p50 / p99 / max, ms), missed deadlines, JointState delivery latency (arrival
+minus header stamp, one clock; p50 / p99 / max, ms), commands the driver took per command sent
+(below 1 where two land between its ticks: keep-last-1 keeps the newer, by design), joint
+states rejected, and the RMS tracking error (rad); saves ``<out>.json`` and ``<out>.png``
+(histograms of the first run).
+Run it on an otherwise idle machine: timings on a loaded one measure the load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hardware.ros2 import Ros2Config, Ros2Robot  # noqa: E402
+from hardware.ros2 import messages as m  # noqa: E402
+from hardware.ros2.transport import SENSOR_DATA, CycloneTransport  # noqa: E402
+
+
+def run_once(hz: float, seconds: float, domain: int) -> dict:
+    """One run; returns its figures and the raw lateness and latency samples (ms)."""
+    stats_file = Path(tempfile.mkdtemp()) / "driver.json"
+    backend = [f"backend.domain_id={domain}", f"backend.control_hz={hz}"]
+    driver = subprocess.Popen([sys.executable, "-m", "sim.ros2_twin_driver", "--stats",
+                               str(stats_file), *backend], cwd=ROOT,
+                              stdout=subprocess.DEVNULL)
+    latency: list[float] = []
+    probe = CycloneTransport(domain)
+    probe.listen("/joint_states", m.JointState, SENSOR_DATA, lambda js: latency.append(
+        (time.time() - js.header.stamp.sec - js.header.stamp.nanosec * 1e-9) * 1e3))
+    robot = Ros2Robot(Ros2Config(domain_id=domain, control_hz=hz, reset_speed=2.0))
+    try:
+        robot.connect()
+        home = robot.home_position
+        robot.reset(home)
+        robot.lateness.clear()  # measure the steady loop only
+        latency.clear()
+        errors = []
+        t0 = time.monotonic()
+        while (t := time.monotonic() - t0) < seconds:
+            target = home + 0.2 * np.sin(2 * np.pi * 0.5 * t)
+            errors.append(robot.read_state().position - robot.send_command(target))
+            robot.advance()
+        stats = robot.stats()
+        lateness = np.array(robot.lateness) * 1e3
+        robot.disconnect()
+    finally:
+        probe.close()
+        driver.send_signal(2)
+        driver.wait(timeout=20)
+    drv = json.loads(stats_file.read_text())
+    lat = np.array(latency)
+    return {"hz": hz, "ticks": stats["ticks"], "missed_deadlines": stats["missed_deadlines"],
+            "lateness_ms": {q: float(np.percentile(lateness, p)) for q, p in
+                            (("p50", 50), ("p99", 99))} | {"max": float(lateness.max())},
+            "latency_ms": {q: float(np.percentile(lat, p)) for q, p in
+                           (("p50", 50), ("p99", 99))} | {"max": float(lat.max())},
+            "delivered": drv["commands_received"] / stats["commands_sent"],
+            "rejected": stats["joint_states_rejected"],
+            "tracking_rms": float(np.sqrt(np.mean(np.square(errors)))),
+            "_lateness": lateness.tolist(), "_latency": lat.tolist()}
+
+
+def median(runs: list[dict], key: str, sub: str | None = None) -> float:
+    return float(np.median([r[key][sub] if sub else r[key] for r in runs]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hz", type=float, nargs="+", default=[50.0, 100.0])
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--out", type=Path, default=ROOT / "bench/results/ros2_loop")
+    args = parser.parse_args()
+    results = {}
+    for k, hz in enumerate(args.hz):
+        runs = [run_once(hz, args.seconds, 1 + (os.getpid() + 10 * k + i) % 200)
+                for i in range(args.runs)]
+        results[f"{hz:g}"] = runs
+    header = ("Hz", "late p50", "late p99", "late max", "missed", "lat p50", "lat p99",
+              "lat max", "taken", "rejected", "track rms")
+    print(f"medians over {args.runs} runs of {args.seconds:g} s (ms unless noted)")
+    print(" | ".join(f"{h:>9}" for h in header))
+    summary = {}
+    for hz, runs in results.items():
+        row = {"late_p50": median(runs, "lateness_ms", "p50"),
+               "late_p99": median(runs, "lateness_ms", "p99"),
+               "late_max": median(runs, "lateness_ms", "max"),
+               "missed": median(runs, "missed_deadlines"),
+               "lat_p50": median(runs, "latency_ms", "p50"),
+               "lat_p99": median(runs, "latency_ms", "p99"),
+               "lat_max": median(runs, "latency_ms", "max"),
+               "delivered": median(runs, "delivered"), "rejected": median(runs, "rejected"),
+               "track_rms_rad": median(runs, "tracking_rms")}
+        summary[hz] = row
+        print(" | ".join([f"{hz:>9}"] + [f"{v:>9.3f}" for v in row.values()]))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    plain = {hz: [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs]
+             for hz, runs in results.items()}
+    args.out.with_suffix(".json").write_text(json.dumps(
+        {"seconds": args.seconds, "runs": args.runs, "summary": summary, "per_run": plain},
+        indent=1))
+    plot(results, args.out.with_suffix(".png"))
+    print(f"saved {args.out.with_suffix('.json')} and {args.out.with_suffix('.png')}")
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    for hz, runs in results.items():
+        axes[0].hist(runs[0]["_lateness"], bins=60, histtype="step", label=f"{hz} Hz")
+        axes[1].hist(runs[0]["_latency"], bins=60, histtype="step", label=f"{hz} Hz")
+    axes[0].set(xlabel="tick lateness (ms)", ylabel="ticks", yscale="log")
+    axes[1].set(xlabel="JointState delivery latency (ms)", ylabel="messages", yscale="log")
+    for ax in axes:
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+if __name__ == "__main__":
+    main()

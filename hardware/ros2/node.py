@@ -1,0 +1,327 @@
+"""The actor's side of a ros2_control arm: a :class:`hardware.robot.Robot` over ROS 2 topics.
+
+Reads ``sensor_msgs/JointState`` (from ``joint_state_broadcaster``) and publishes position
+targets as ``std_msgs/Float64MultiArray`` for a ``forward_position_controller`` (or a
+one-point ``trajectory_msgs/JointTrajectory`` for a ``joint_trajectory_controller``). Also:
+
+- ``estop_topic`` (``std_msgs/Bool``): ``true`` latches an e-stop: the arm holds its last
+  target, no other command goes out, and :attr:`Ros2Robot.on_estop` is called (the composition
+  root connects the safety shield's e-stop there); ``true`` on ``reset_topic`` releases it.
+- ``status_topic`` (``std_msgs/String``): one JSON object every ``status_every_s``: tick
+  jitter, missed deadlines, joint states received and rejected, the e-stop, and whatever the
+  :attr:`Ros2Robot.status_sources` add (shield interventions, achieved UTD).
+
+Joint-state messages that lack one of the configured joints, or whose arrays do not match
+their names, are rejected and counted (``joint_states_rejected``), never half-used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from hardware.robot import RobotState
+from hardware.ros2.config import Ros2Config
+from hardware.ros2.transport import COMMANDS, EVENTS, QosProfile, Transport, make_transport
+
+log = logging.getLogger(__name__)
+JITTER_WINDOW = 1000  # ticks kept for the jitter percentiles of the status
+
+
+class Ros2Robot:
+    """A ros2_control arm as a :class:`hardware.robot.Robot` (see the module docstring).
+
+    Args:
+        config: the :class:`Ros2Config`.
+        transport: a ready :class:`Transport`; None: made from the config in :meth:`connect`.
+
+    Attributes:
+        joint_names, limits, control_period: as the Robot interface says.
+        on_estop: called with a source name when an e-stop arrives on ``estop_topic``.
+        on_estop_reset: called with a source name when ``reset_topic`` releases it; raising
+            RuntimeError there keeps the e-stop latched.
+        status_sources: functions whose dicts are merged into each status message.
+        estopped: whether the e-stop is latched.
+        lateness: the last ``JITTER_WINDOW`` ticks' wake-up lateness after the deadline (s).
+        counts: messages received, rejected and sent, ticks, missed deadlines, e-stops.
+    """
+
+    def __init__(self, config: Ros2Config | None = None,
+                 transport: Transport | None = None) -> None:
+        self.config = config if config is not None else Ros2Config()
+        self.joint_names = self.config.joint_names
+        self.limits = self.config.limits()
+        self.control_period = 1.0 / self.config.control_hz
+        self.on_estop: Callable[[str], None] | None = None
+        self.on_estop_reset: Callable[[str], None] | None = None
+        self.status_sources: list[Callable[[], dict[str, Any]]] = []
+        self.estopped = False
+        self._transport = transport
+        self._wire_index = {n: i for i, n in enumerate(self.config.ros_joint_names)}
+        self._state: RobotState | None = None
+        self._command: np.ndarray | None = None
+        self._publish_command: Callable[[Any], None] | None = None
+        self._publish_status: Callable[[Any], None] | None = None
+        self._deadline: float | None = None
+        self.lateness: deque[float] = deque(maxlen=JITTER_WINDOW)
+        self._next_status = 0.0
+        self.counts = {"joint_states_received": 0, "joint_states_rejected": 0,
+                       "commands_sent": 0, "ticks": 0, "missed_deadlines": 0, "estops": 0}
+        self.last_rejection = ""
+
+    @property
+    def home_position(self) -> np.ndarray:
+        """``[J]`` the configured home pose (mid-range where none is configured)."""
+        if self.config.home is not None:
+            return self.limits.clip(np.array(self.config.home))
+        return (self.limits.lower + self.limits.upper) / 2
+
+    @property
+    def transport_name(self) -> str:
+        """``rclpy`` or ``cyclonedds`` once connected."""
+        return self._transport.name if self._transport is not None else "unconnected"
+
+    # ------------------------------------------------------------------ Robot interface
+    def connect(self) -> None:
+        """Join the domain, open the topics and wait for the first valid joint state.
+
+        Raises:
+            TimeoutError: no valid ``JointState`` within ``connect_timeout_s`` (the message
+                names the topic, the domain and any rejection reason).
+        """
+        if self._publish_command is not None:
+            return
+        from hardware.ros2 import messages as msg
+
+        cfg = self.config
+        self._state = None  # a reconnect waits for a fresh state too
+        if self._transport is None:
+            self._transport = make_transport(cfg.transport, cfg.domain_id, cfg.node_name)
+        t = self._transport
+        t.subscribe(cfg.state_topic, msg.JointState,
+                    QosProfile(reliable=False, depth=cfg.state_qos_depth), self._on_joint_state)
+        t.subscribe(cfg.estop_topic, msg.Bool, EVENTS, self._on_estop)
+        t.subscribe(cfg.reset_topic, msg.Bool, EVENTS, self._on_reset)
+        if cfg.command_type == "position":
+            self._publish_command = t.publisher(cfg.command_topic, msg.Float64MultiArray,
+                                                COMMANDS)
+        else:
+            self._publish_command = t.publisher(cfg.trajectory_topic, msg.JointTrajectory,
+                                                COMMANDS)
+        self._publish_status = t.publisher(cfg.status_topic, msg.String, EVENTS)
+        end = time.monotonic() + cfg.connect_timeout_s
+        while self._state is None and time.monotonic() < end:
+            if t.poll() == 0:
+                time.sleep(0.005)
+        if self._state is None:
+            seen = self.counts["joint_states_rejected"]
+            why = (f"; {seen} rejected, last because {self.last_rejection}" if seen else
+                   "; is the arm's driver running (ros2 topic echo "
+                   f"{cfg.state_topic}; for the twin: python -m sim.ros2_twin_driver)?")
+            self.disconnect()
+            raise TimeoutError(f"no sensor_msgs/JointState on {cfg.state_topic} (domain "
+                               f"{cfg.domain_id}, via {t.name}) within "
+                               f"{cfg.connect_timeout_s:g} s{why}")
+        self._command = self._state.position.copy()
+
+    def disconnect(self) -> None:
+        """Publish a last status (if it ever ticked) and leave the domain (the controller
+        holds its last target). Idempotent."""
+        if self._transport is not None:
+            if self._publish_status is not None and self.counts["ticks"]:
+                self.publish_status()
+            self._transport.close()
+        self._transport = None
+        self._publish_command = self._publish_status = None
+
+    def read_state(self) -> RobotState:
+        """The newest valid joint state ``[J]`` (stamped with ``time.monotonic()`` at receipt).
+
+        Raises:
+            RuntimeError: not connected, or the newest state is older than
+                ``state_timeout_s`` (the driver stopped publishing).
+        """
+        self._poll()
+        if self._state is None:
+            raise RuntimeError("Ros2Robot.read_state before connect(); call connect() first")
+        age = time.monotonic() - self._state.stamp
+        if age > self.config.state_timeout_s:
+            raise RuntimeError(f"the newest joint state on {self.config.state_topic} is "
+                               f"{age:.2f} s old (backend.state_timeout_s="
+                               f"{self.config.state_timeout_s:g}); the arm's driver stopped")
+        return self._state
+
+    def send_command(self, position: np.ndarray) -> np.ndarray:
+        """Publish ``[J]`` joint positions clipped to the limits; return what was sent. While
+        the e-stop is latched, the held target is sent instead (and returned)."""
+        command = np.asarray(position, dtype=np.float64)
+        if command.shape != (len(self.joint_names),):
+            raise ValueError(f"command has shape {command.shape}, expected "
+                             f"({len(self.joint_names)},) for joints {list(self.joint_names)}")
+        if not np.isfinite(command).all():
+            raise ValueError(f"command has non-finite values {command.tolist()} for joints "
+                             f"{list(self.joint_names)}")
+        self._poll()  # an e-stop that arrived since the last tick blocks this command
+        if self.estopped and self._command is not None:
+            command = self._command
+        sent = self.limits.clip(command)
+        self._publish(sent)
+        self._command = sent
+        return sent.copy()
+
+    def advance(self) -> None:
+        """Sleep to the next period boundary; more than one period late drops the backlog
+        (and counts a missed deadline) rather than bursting. Publishes the status when due."""
+        now = time.monotonic()
+        if self._deadline is None:
+            self._deadline = now + self.control_period
+        elif now > self._deadline + self.control_period:
+            self.counts["missed_deadlines"] += 1
+            self._deadline = now
+        if self._deadline - now > 1e-3:  # sleep to ~1 ms before the tick, then spin: the OS
+            time.sleep(self._deadline - now - 1e-3)  # wakes sleepers up to ~1 ms late
+        while time.monotonic() < self._deadline:
+            pass
+        self.lateness.append(time.monotonic() - self._deadline)
+        self._deadline += self.control_period
+        self.counts["ticks"] += 1
+        self._poll()
+        if time.monotonic() >= self._next_status:
+            self.publish_status()
+
+    def reset(self, position: np.ndarray, rng: np.random.Generator | None = None) -> RobotState:
+        """Move to ``[J]`` ``position`` (clipped) at ``reset_speed`` rad/s along a straight
+        line in joint space, then wait until every joint is within ``reset_tolerance`` (at
+        most ``reset_timeout_s``; a warning if not). ``rng`` is unused (no noise of its own).
+        While the e-stop is latched the arm does not move."""
+        del rng
+        target = self.limits.clip(np.asarray(position, dtype=np.float64))
+        if target.shape != (len(self.joint_names),):
+            raise ValueError(f"reset position has shape {target.shape}, expected "
+                             f"({len(self.joint_names)},) for joints {list(self.joint_names)}")
+        start = self.read_state().position if self._command is None else self._command
+        step = self.config.reset_speed * self.control_period
+        n = max(1, math.ceil(float(np.abs(target - start).max()) / step))
+        for k in range(1, n + 1):
+            self.send_command(start + (target - start) * (k / n))
+            self.advance()
+        end = time.monotonic() + self.config.reset_timeout_s
+        state = self.read_state()
+        while np.abs(state.position - target).max() > self.config.reset_tolerance:
+            if self.estopped or time.monotonic() > end:
+                log.warning("reset: joints %s still %.3f rad from the reset position after "
+                            "%.1f s", list(self.joint_names),
+                            float(np.abs(state.position - target).max()),
+                            self.config.reset_timeout_s)
+                break
+            self.send_command(target)
+            self.advance()
+            state = self.read_state()
+        self._deadline = None  # the episode's ticks start from here
+        return state
+
+    # --------------------------------------------------------------------------- status
+    def stats(self) -> dict[str, Any]:
+        """The node's figures: counts, tick jitter (ms), the e-stop, plus the sources'."""
+        late = np.array(self.lateness) * 1e3 if self.lateness else np.zeros(1)
+        out: dict[str, Any] = {**self.counts, "estopped": self.estopped,
+                               "transport": self.transport_name,
+                               "tick_jitter_ms": {"p50": float(np.percentile(late, 50)),
+                                                  "p99": float(np.percentile(late, 99)),
+                                                  "max": float(late.max())},
+                               "last_rejection": self.last_rejection}
+        for source in self.status_sources:
+            out.update(source())
+        return out
+
+    def publish_status(self) -> None:
+        """Publish :meth:`stats` as JSON on ``status_topic`` now."""
+        from hardware.ros2.messages import String
+
+        self._next_status = time.monotonic() + self.config.status_every_s
+        if self._publish_status is not None:
+            self._publish_status(String(data=json.dumps(self.stats())))
+
+    # ------------------------------------------------------------------------- internals
+    def _poll(self) -> None:
+        if self._transport is not None:
+            self._transport.poll()
+
+    def _publish(self, sent: np.ndarray) -> None:
+        from hardware.ros2 import messages as msg
+
+        if self._publish_command is None:
+            raise RuntimeError("Ros2Robot.send_command before connect(); call connect() first")
+        if self.config.command_type == "position":
+            self._publish_command(msg.Float64MultiArray(data=sent.tolist()))
+        else:
+            ns = int(self.control_period * 1e9)
+            point = msg.JointTrajectoryPoint(
+                positions=sent.tolist(),
+                time_from_start=msg.Duration(sec=ns // 10**9, nanosec=ns % 10**9))
+            self._publish_command(msg.JointTrajectory(
+                joint_names=list(self.config.ros_joint_names), points=[point]))
+        self.counts["commands_sent"] += 1
+
+    def _reject(self, reason: str) -> None:
+        self.counts["joint_states_rejected"] += 1
+        if reason != self.last_rejection:
+            log.warning("rejected a joint state on %s: %s", self.config.state_topic, reason)
+        self.last_rejection = reason
+
+    def _on_joint_state(self, js: Any) -> None:
+        """Keep ``js`` as the newest state if it names every configured joint consistently."""
+        now = time.monotonic()
+        self.counts["joint_states_received"] += 1
+        names = list(js.name)
+        missing = [n for n in self.config.ros_joint_names if n not in names]
+        if missing:
+            return self._reject(f"it lacks joints {missing} (it has {names}); set "
+                                "backend.ros_joint_names to the arm's joint names")
+        position, velocity = np.asarray(js.position, float), np.asarray(js.velocity, float)
+        if len(position) != len(names) or len(velocity) not in (0, len(names)):
+            return self._reject(f"{len(names)} names but {len(position)} positions and "
+                                f"{len(velocity)} velocities")
+        idx = [names.index(n) for n in self.config.ros_joint_names]
+        q = position[idx]
+        if velocity.size:
+            dq = velocity[idx]
+        elif self._state is not None and now > self._state.stamp:  # no velocities: differences
+            dq = (q - self._state.position) / (now - self._state.stamp)
+        else:
+            dq = np.zeros_like(q)
+        if not (np.isfinite(q).all() and np.isfinite(dq).all()):
+            return self._reject("non-finite positions or velocities")
+        self._state = RobotState(position=q, velocity=dq, stamp=now)
+
+    def _on_estop(self, message: Any) -> None:
+        if not message.data or self.estopped:
+            return
+        self.estopped = True
+        self.counts["estops"] += 1
+        source = f"ros2:{self.config.estop_topic}"
+        log.warning("e-stop from %s: holding position", source)
+        if self.on_estop is not None:
+            self.on_estop(source)
+
+    def _on_reset(self, message: Any) -> None:
+        """Release the e-stop, unless :attr:`on_estop_reset` refuses (raises RuntimeError,
+        as the shield's e-stop does while its trigger file exists)."""
+        if not message.data or not self.estopped:
+            return
+        source = f"ros2:{self.config.reset_topic}"
+        if self.on_estop_reset is not None:
+            try:
+                self.on_estop_reset(source)
+            except RuntimeError as err:
+                log.warning("e-stop release from %s refused: %s", source, err)
+                return
+        self.estopped = False
+        log.warning("e-stop released from %s", source)
