@@ -203,7 +203,7 @@ def build_policy(rc: RunConfig, render: bool = False) -> tuple[Any, Any]:
     from envs.factory import make_env
 
     env = make_env(rc.task, rc.backend_name, rc.backend,
-                   render_mode="rgb_array" if render else None)
+                   render_mode="rgb_array" if render else None, shield=rc.shield)
     device = resolve_device(rc.device)
     generator = torch.Generator().manual_seed(rc.seed)
     sac = SAC(env.observation_space.shape[0], env.action_space.shape[0], rc.agent.sac,
@@ -219,7 +219,7 @@ def build_run(rc: RunConfig, run_dir: Path) -> Any:
     from envs.factory import make_env
 
     env, sac = build_policy(rc)
-    eval_env = make_env(rc.task, rc.backend_name, rc.backend)
+    eval_env = make_env(rc.task, rc.backend_name, rc.backend, shield=rc.shield)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     logger = RunLogger(run_dir, rc.logger, _plain(rc), rc.trainer.total_steps)
     return Run(env=env, eval_env=eval_env, sac=sac,

@@ -33,7 +33,10 @@ LOG_FILE = "replay.log"
 
 
 def paced(rc: RunConfig, runtime: RuntimeConfig, realtime: bool) -> RunConfig:
-    """``rc`` with the twin at the runtime's rate and ``realtime`` as given."""
+    """``rc`` with the twin at the runtime's rate and ``realtime`` as given; resets move
+    slowly through the shield (``shield.slow_reset``) unless the config says otherwise."""
+    if rc.shield.slow_reset is None:
+        rc = dataclasses.replace(rc, shield=dataclasses.replace(rc.shield, slow_reset=True))
     if rc.backend_name != "mujoco":
         return rc
     backend = dataclasses.replace(rc.backend, control_hz=runtime.control_hz, realtime=realtime)

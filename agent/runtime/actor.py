@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import queue as queue_mod
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from agent.logger import shield_line
 from agent.runtime import control as ctl
 from agent.runtime.config import RuntimeConfig
 from agent.runtime.replay_log import ReplayLog
@@ -111,6 +113,8 @@ class Actor:
         self.queue_depth: list[int] = []
         self.weight_latency: list[float] = []
         self.versions_applied = 0
+        self.shield_counts: dict[str, int] = {}  # the safety shield's interventions per rule
+        self._shield_shown = 0.0
         self._t_start = self._t_stop = 0.0
 
     @property
@@ -144,6 +148,8 @@ class Actor:
         if self.cfg.pacing == "actor":
             self.schedule.wait()
         self.schedule.mark(time.perf_counter())
+        if info.get("shield"):
+            self._count_shield(info["shield"])
         executed = np.asarray(info.get("executed_action", action), dtype=np.float32)
         raw = self.log.append(self.obs, executed, float(reward), next_obs, bool(terminated),
                               bool(truncated))
@@ -186,6 +192,16 @@ class Actor:
         self.versions_applied += 1
         return True
 
+    def _count_shield(self, reasons: tuple[str, ...]) -> None:
+        """Count the shield's interventions; a live status line at most once a second."""
+        for rule in reasons:
+            self.shield_counts[rule] = self.shield_counts.get(rule, 0) + 1
+        now = time.monotonic()
+        if now - self._shield_shown >= 1.0:
+            self._shield_shown = now
+            print(f"actor step {self.steps} | {shield_line(self.shield_counts)}",
+                  file=sys.stderr, flush=True)
+
     def _hand_over(self, raw: bytes) -> None:
         q = self.queue
         if q is None:
@@ -219,7 +235,8 @@ class Actor:
                 "version_lag": _percentiles(self.version_lag),
                 "queue_depth": _percentiles(self.queue_depth), "queue_dropped": self.dropped,
                 "versions_applied": self.versions_applied,
-                "torn_weight_reads": self.reader.torn_reads, "target_period": s.period}
+                "torn_weight_reads": self.reader.torn_reads, "target_period": s.period,
+                "shield": dict(self.shield_counts)}
 
     def series(self) -> dict[str, np.ndarray]:
         """This process's raw per-tick series (seconds): ``period`` and ``lateness``

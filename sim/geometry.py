@@ -1,0 +1,80 @@
+"""The arm's geometry for the shield's rules 5 and 6 (:class:`hardware.rules.ArmGeometry`).
+
+Forward kinematics and the collision test run on a private ``MjData`` of the arm's MJCF:
+``mj_kinematics`` then ``mj_collision``, no physics step, so a check never moves the twin
+and works the same for real hardware. Contacts are kept between a moving link and static
+geometry (the table, the fixed base) and between two moving links (self-collision); MuJoCo
+already skips parent-child pairs and the model's ``<exclude>`` pairs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import mujoco
+import numpy as np
+
+from sim.twin import check_joints, name_ids
+
+
+class MujocoGeometry:
+    """End-effector position and collision test of an arm model.
+
+    Args:
+        model_path: the MJCF (its table and links are what rule 6 checks).
+        joint_names: the ``J`` joints of ``q``, in order; the others stay at the ``home``
+            keyframe (or the model default).
+        ee_site: the end-effector site.
+        clearance: pairs closer than this (m) count as colliding: every geom's margin is set
+            to it on a private copy of the model, so ``mj_collision`` reports them.
+
+    Raises:
+        FileNotFoundError, ValueError: the file is missing, does not load, or lacks a name.
+    """
+
+    def __init__(self, model_path: str | Path, joint_names: Sequence[str],
+                 ee_site: str = "ee_site", clearance: float = 0.0) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"shield model {str(path)!r} not found; set model: in the "
+                                    "limits file to the arm's MJCF")
+        try:
+            self.model = mujoco.MjModel.from_xml_path(str(path))
+        except ValueError as err:
+            raise ValueError(f"MuJoCo cannot load {str(path)!r}: {' '.join(str(err).split())}"
+                             ) from err
+        model = self.model
+        model.geom_margin[:] = clearance
+        model.geom_gap[:] = 0.0
+        self.joint_names = tuple(joint_names)
+        self._qadr = model.jnt_qposadr[check_joints(model, self.joint_names)]
+        self._site = int(name_ids(model, mujoco.mjtObj.mjOBJ_SITE, [ee_site], "ee_site")[0])
+        self._data = mujoco.MjData(model)
+        key = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, "home")
+        if key >= 0:
+            self._data.qpos[:] = model.key_qpos[key]
+        self._static = model.body_weldid[model.geom_bodyid] == 0
+
+    def ee_position(self, q: np.ndarray) -> np.ndarray:
+        """``[3]`` end-effector position (m) at ``q`` ``[J]`` (rad)."""
+        self._data.qpos[self._qadr] = q
+        mujoco.mj_kinematics(self.model, self._data)
+        return self._data.site_xpos[self._site].copy()
+
+    def contacts(self, q: np.ndarray) -> np.ndarray:
+        """``[K, 2]`` geom pairs within the clearance at ``q`` that involve a moving link."""
+        data = self._data
+        data.qpos[self._qadr] = q
+        mujoco.mj_kinematics(self.model, data)
+        mujoco.mj_collision(self.model, data)
+        n = data.ncon
+        if n == 0:
+            return np.zeros((0, 2), dtype=np.int64)
+        geoms = data.contact.geom[:n]
+        static = self._static[geoms]
+        return geoms[~(static[:, 0] & static[:, 1])]
+
+    def collides(self, q: np.ndarray) -> bool:
+        """Whether the arm at ``q`` ``[J]`` comes within the clearance of the table or itself."""
+        return len(self.contacts(q)) > 0
