@@ -102,10 +102,10 @@ class Shield:
         if self.history is None:
             self.restart(state, now)
         self.ticks += 1
+        self.last_command_time = now  # the command stream is alive (rule 7)
         stop = self.stop_reason(state, now)
         if stop is not None:
             return self.hold(stop, state, now)
-        self.last_command_time = now
         if self.holding is not None:  # the stop is over: start again from the hold, at rest
             self.holding = self.hold_since = None
         p = np.asarray(proposed, dtype=np.float64)
