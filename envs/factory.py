@@ -99,8 +99,7 @@ def shield_robot(robot: Robot, backend: str, settings: ShieldSettings) -> Shield
     config.check_robot(robot.joint_names, robot.limits)
     geometry = None
     if config.model is not None:
-        geometry = MujocoGeometry(config.model, config.joint_names, config.ee_site,
-                                  config.clearance)
+        geometry = MujocoGeometry.from_limits(config)
         if config.home is not None:
             config.check_home(geometry.ee_position(config.home),
                               settings.collision and geometry.collides(config.home))

@@ -112,7 +112,8 @@ class ShieldConfig:
     workspace: Workspace | None = None
     model: Path | None = None  # MJCF with the arm and the table (rules 5 and 6)
     ee_site: str = "ee_site"
-    clearance: float = 0.01  # rule 6: closest allowed distance between geoms (m)
+    clearance: float = 0.01  # rule 6: closest allowed distance to the table (m)
+    self_clearance: float = 0.005  # rule 6: closest allowed distance between links (m)
     collision_points: int = 2  # configurations checked along each step (rules 5 and 6)
     home: np.ndarray | None = None  # the home pose (must be inside every limit)
     home_speed: float = 0.5  # joint speed of slow moves, e.g. the reset to home (rad/s)
@@ -149,8 +150,9 @@ class ShieldConfig:
             "must be >= margin (else a command cannot reach the limits from the hardware stop)")
         if not self.home_speed > 0:
             raise ValueError(f"{src}: home_speed must be > 0, got {self.home_speed}")
-        if self.clearance < 0 or self.collision_points < 1:
-            raise ValueError(f"{src}: clearance must be >= 0 and collision_points >= 1")
+        if min(self.clearance, self.self_clearance) < 0 or self.collision_points < 1:
+            raise ValueError(f"{src}: clearance and self_clearance must be >= 0, "
+                             "collision_points >= 1")
         ws = self.workspace
         if ws is not None and not (np.all(np.less(ws.lower, ws.upper))
                                    and ws.min_height < ws.upper[2]):

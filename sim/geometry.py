@@ -15,6 +15,7 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
+from hardware.shield_config import ShieldConfig
 from sim.twin import check_joints, name_ids
 
 
@@ -26,15 +27,19 @@ class MujocoGeometry:
         joint_names: the ``J`` joints of ``q``, in order; the others stay at the ``home``
             keyframe (or the model default).
         ee_site: the end-effector site.
-        clearance: pairs closer than this (m) count as colliding: every geom's margin is set
-            to it on a private copy of the model, so ``mj_collision`` reports them.
+        clearance: a link closer than this (m) to static geometry (the table) collides;
+        self_clearance: two links closer than this collide (default ``clearance``). Geoms of
+            a private copy of the model are grown (links by half of ``self_clearance``,
+            static geoms by the rest of ``clearance``): not every collision function of
+            MuJoCo honours ``geom_margin`` (box-cylinder reports only penetration).
 
     Raises:
         FileNotFoundError, ValueError: the file is missing, does not load, or lacks a name.
     """
 
     def __init__(self, model_path: str | Path, joint_names: Sequence[str],
-                 ee_site: str = "ee_site", clearance: float = 0.0) -> None:
+                 ee_site: str = "ee_site", clearance: float = 0.0,
+                 self_clearance: float | None = None) -> None:
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"shield model {str(path)!r} not found; set model: in the "
@@ -45,8 +50,11 @@ class MujocoGeometry:
             raise ValueError(f"MuJoCo cannot load {str(path)!r}: {' '.join(str(err).split())}"
                              ) from err
         model = self.model
-        model.geom_margin[:] = clearance
-        model.geom_gap[:] = 0.0
+        self._static = model.body_weldid[model.geom_bodyid] == 0
+        link = (clearance if self_clearance is None else self_clearance) / 2
+        _grow(model, np.where(self._static, max(clearance - link, 0.0), link))
+        # The midphase prunes pairs with bounding-volume trees built for the original sizes.
+        model.opt.disableflags |= int(mujoco.mjtDisableBit.mjDSBL_MIDPHASE)
         self.joint_names = tuple(joint_names)
         self._qadr = model.jnt_qposadr[check_joints(model, self.joint_names)]
         self._site = int(name_ids(model, mujoco.mjtObj.mjOBJ_SITE, [ee_site], "ee_site")[0])
@@ -54,7 +62,14 @@ class MujocoGeometry:
         key = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, "home")
         if key >= 0:
             self._data.qpos[:] = model.key_qpos[key]
-        self._static = model.body_weldid[model.geom_bodyid] == 0
+
+    @classmethod
+    def from_limits(cls, config: ShieldConfig) -> MujocoGeometry:
+        """The geometry a limits file names (``model``, ``ee_site``, the clearances)."""
+        if config.model is None:
+            raise ValueError(f"{config.source}: no model: to check the workspace and collisions")
+        return cls(config.model, config.joint_names, config.ee_site, config.clearance,
+                   config.self_clearance)
 
     def ee_position(self, q: np.ndarray) -> np.ndarray:
         """``[3]`` end-effector position (m) at ``q`` ``[J]`` (rad)."""
@@ -78,3 +93,23 @@ class MujocoGeometry:
     def collides(self, q: np.ndarray) -> bool:
         """Whether the arm at ``q`` ``[J]`` comes within the clearance of the table or itself."""
         return len(self.contacts(q)) > 0
+
+
+def _grow(model: mujoco.MjModel, grow: np.ndarray) -> None:
+    """Grow geom ``g`` of ``model`` by ``grow[g]`` (m) on all sides, with its bounding
+    volumes."""
+    t = mujoco.mjtGeom
+    for g in range(model.ngeom):
+        by = float(grow[g])
+        kind = int(model.geom_type[g])
+        if kind in (t.mjGEOM_BOX.value, t.mjGEOM_ELLIPSOID.value):
+            model.geom_size[g, :3] += by
+        elif kind == t.mjGEOM_CYLINDER.value:
+            model.geom_size[g, :2] += by
+        elif kind in (t.mjGEOM_SPHERE.value, t.mjGEOM_CAPSULE.value):
+            model.geom_size[g, 0] += by
+        else:  # planes, meshes, height fields: margin instead
+            model.geom_margin[g] += by
+            continue
+        model.geom_aabb[g, 3:] += by
+        model.geom_rbound[g] += np.sqrt(3) * by

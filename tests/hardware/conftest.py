@@ -22,7 +22,7 @@ def so101() -> ShieldConfig:
 
 @pytest.fixture(scope="session")
 def geometry(so101: ShieldConfig) -> MujocoGeometry:
-    return MujocoGeometry(so101.model, so101.joint_names, so101.ee_site, so101.clearance)
+    return MujocoGeometry.from_limits(so101)
 
 
 def shielded_twin(config: ShieldConfig, geometry: MujocoGeometry, **watchdog) -> ShieldedRobot:
