@@ -2,8 +2,10 @@
 
 The policy proposes joint positions: a random walk around the last command, random targets
 anywhere in (and beyond) the joint ranges, and bursts of 5-40 ticks of NaN, inf, huge values,
-sign flips every tick, or dives into the table. Every proposal goes through the shield
-(``configs/limits/so101.yaml``, collision check on) into the twin, which steps its physics.
+sign flips every tick, dives into the table, a stalled command stream (the loop ticks, no
+command comes: the watchdog) or a latched e-stop (reset at the burst's end). Every proposal
+goes through the shield (``configs/limits/so101.yaml``, collision check on) into the twin,
+which steps its physics.
 Measured after each step: joint positions beyond the shield's limits (hardware limits minus
 the margin) and beyond the hardware limits, joint speeds, contacts between the arm and the
 table (moving link against static geometry) and between links.
@@ -31,7 +33,7 @@ from sim.geometry import MujocoGeometry
 from sim.twin import TwinConfig, TwinRobot
 
 RESULTS = Path(__file__).resolve().parent / "results"
-BURSTS = ("nan", "inf", "huge", "flip", "dive", "far")
+BURSTS = ("nan", "inf", "huge", "flip", "dive", "far", "stall", "estop")
 TOLERANCE = 0.03  # rad: measured overshoot allowed beyond the shield's limits (servo dynamics)
 
 
@@ -79,10 +81,15 @@ def run(steps: int, seed: int, episode: int) -> dict:
         if burst_left == 0 and rng.random() < 0.02:
             burst, burst_left = str(rng.choice(BURSTS)), int(rng.integers(5, 41))
             bursts[burst] += 1
+        if burst == "estop" and not shield.estop.latched:
+            shield.estop.trigger("fuzz")
         robot.read_state()
-        last = robot.send_command(proposal(rng, last, burst, k, cfg))
-        yielded += bool(robot.last_result.yielded)
+        if burst != "stall":
+            last = robot.send_command(proposal(rng, last, burst, k, cfg))
+            yielded += bool(robot.last_result.yielded)
         burst_left = max(burst_left - 1, 0)
+        if not burst_left and shield.estop.latched:
+            shield.estop.reset()
         burst = burst if burst_left else None
         robot.advance()
         q = robot.read_state()

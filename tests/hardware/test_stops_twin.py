@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from hardware import estop as estop_module
 from hardware.estop import EStop, KeyTrigger, install_signal, uninstall_signal
 from tests.hardware.conftest import shielded_twin
 
@@ -101,7 +102,10 @@ def test_stale_state_holds(so101, geometry) -> None:
     assert robot.last_result.reasons == ("watchdog",) and robot.last_result.stopped
 
 
-def test_key_signal_and_file_trigger_the_estop(tmp_path) -> None:
+def test_key_signal_and_file_trigger_the_estop(tmp_path, monkeypatch) -> None:
+    # only this test's e-stop hears the signal (not the process's, which other tests build)
+    monkeypatch.setattr(estop_module, "_SIGNAL_STOPS", [])
+    monkeypatch.setattr(estop_module, "_PREVIOUS", {})
     estop = EStop(tmp_path / "STOP")
     master, slave = pty.openpty()  # a real terminal pair: the key reader needs a TTY
     stream = os.fdopen(slave, "r")
