@@ -106,9 +106,11 @@ def shield_robot(robot: Robot, backend: str, settings: ShieldSettings) -> Shield
     e = settings.estop
     shield = Shield(config, robot.control_period, geometry, settings.collision,
                     settings.watchdog, process_estop(e.key, e.signal, e.file))
-    slow = settings.slow_reset if settings.slow_reset is not None \
-        else backend not in SIMULATED_BACKENDS
-    return ShieldedRobot(robot, shield, clock=getattr(robot, "clock", None), slow_reset=slow)
+    hardware = backend not in SIMULATED_BACKENDS
+    slow = settings.slow_reset if settings.slow_reset is not None else hardware
+    thread = settings.watchdog.thread if settings.watchdog.thread is not None else hardware
+    return ShieldedRobot(robot, shield, clock=getattr(robot, "clock", None), slow_reset=slow,
+                         watchdog_thread=thread)
 
 
 def make_env(task: TaskConfig, backend: str = "mujoco", backend_config: Any = None,

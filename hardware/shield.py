@@ -29,6 +29,7 @@ it cannot hold together with the ones above it, and :attr:`ShieldResult.yielded`
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from hardware.estop import EStop
 from hardware.robot import JointLimits, Robot, RobotState
 from hardware.rules import ArmGeometry, CommandHistory, intersect, joint_intervals
 from hardware.shield_config import ShieldConfig, ShieldSettings, WatchdogSettings
+from hardware.watchdog import WatchdogThread
 
 __all__ = ["RULES", "ArmGeometry", "EStop", "Shield", "ShieldConfig", "ShieldResult",
            "ShieldSettings", "ShieldedRobot", "move_to"]
@@ -230,6 +232,8 @@ class ShieldedRobot:
             ``time.monotonic`` (hardware), the twin passes its simulated time.
         slow_reset: :meth:`reset` moves to the pose through the shield at ``home_speed``
             (hardware); else the backend's own ``reset`` runs (the twin teleports).
+        watchdog_thread: also check the command stream from a thread every period
+            (:mod:`hardware.watchdog`), for a loop that stalls entirely (hardware clocks).
 
     ``advance`` also runs rule 7's command watchdog: when no command came for
     ``command_timeout_periods`` it sends the hold, and with ``on_timeout: release`` calls the
@@ -238,12 +242,14 @@ class ShieldedRobot:
     """
 
     def __init__(self, robot: Robot, shield: Shield, clock: Callable[[], float] | None = None,
-                 slow_reset: bool = False) -> None:
+                 slow_reset: bool = False, watchdog_thread: bool = False) -> None:
         self.robot, self.shield = robot, shield
         self.clock = clock if clock is not None else time.monotonic
         self.slow_reset = slow_reset
         self.last_result: ShieldResult | None = None
         self._state: RobotState | None = None
+        self._lock = threading.RLock()  # commands from the loop and the watchdog thread
+        self._thread = WatchdogThread(self) if watchdog_thread else None
 
     def __getattr__(self, name: str) -> Any:
         if name in ("robot", "shield"):  # not set yet (unpickling): no recursion
@@ -263,11 +269,16 @@ class ShieldedRobot:
         return self.robot.control_period
 
     def connect(self) -> None:
+        """Connect the backend, start the command stream there (and the watchdog thread)."""
         self.robot.connect()
         if self.shield.history is None:
             self.shield.restart(self.read_state(), self.clock())
+        if self._thread is not None and not self._thread._thread.is_alive():
+            self._thread.start()
 
     def disconnect(self) -> None:
+        if self._thread is not None:
+            self._thread.stop()
         self.robot.disconnect()
 
     def read_state(self) -> RobotState:
@@ -278,24 +289,31 @@ class ShieldedRobot:
     def send_command(self, position: np.ndarray) -> np.ndarray:
         """Filter ``[J]`` ``position`` through the shield, send the result; return the ``[J]``
         command actually sent. :attr:`last_result` holds the reasons."""
-        state = self._state if self._state is not None else self.read_state()
-        result = self.shield.filter(position, state, self.clock())
-        self.last_result = result
-        return np.asarray(self.robot.send_command(result.command), dtype=np.float64)
+        with self._lock:
+            state = self._state if self._state is not None else self.read_state()
+            result = self.shield.filter(position, state, self.clock())
+            self.last_result = result
+            return np.asarray(self.robot.send_command(result.command), dtype=np.float64)
 
     def advance(self) -> None:
-        """Rule 7's command watchdog (and a stop latched since the last command), then the
-        backend's tick."""
-        now = self.clock()
-        stale = self.shield.command_stale(now)
-        if stale or self.shield.estop.poll():
+        """:meth:`guard`, then the backend's tick."""
+        self.guard()
+        self.robot.advance()
+
+    def guard(self) -> None:
+        """Rule 7's command watchdog (and a stop latched since the last command): send the
+        hold when due. Called by :meth:`advance` and by the watchdog thread."""
+        with self._lock:
+            now = self.clock()
+            stale = self.shield.command_stale(now)
+            if not (stale or self.shield.estop.poll()):
+                return
             state = self._state if self._state is not None else self.read_state()
             result = self.shield.hold("watchdog" if stale else "estop", state, now)
             self.last_result = result
             self.robot.send_command(result.command)
             if stale:
                 self._maybe_release(now)
-        self.robot.advance()
 
     def _maybe_release(self, now: float) -> None:
         wd, shield = self.shield.watchdog, self.shield

@@ -32,6 +32,7 @@ class WatchdogSettings:
     command_timeout_periods: float = 5.0  # no command for this many periods: hold
     on_timeout: str = "hold"  # hold, or release: also release torque after release_after_s
     release_after_s: float = 1.0  # on_timeout=release: seconds of holding before releasing
+    thread: bool | None = None  # also watch from a thread (a stalled loop); null: hardware
 
     def __post_init__(self) -> None:
         for name in ("state_timeout_periods", "command_timeout_periods"):

@@ -172,3 +172,34 @@ def wait(predicate, timeout: float = 2.0) -> None:
     while not predicate():
         assert time.monotonic() < end, "timed out"
         time.sleep(0.01)
+
+
+def test_watchdog_thread_holds_and_releases_when_the_loop_stalls(so101, geometry) -> None:
+    """The loop stops entirely (no advance either): the thread holds, then releases. The
+    twin runs on the wall clock here, as a hardware backend's stamps do."""
+    from hardware.estop import EStop
+    from hardware.shield import Shield, ShieldedRobot
+    from hardware.shield_config import WatchdogSettings
+    from sim.twin import TwinConfig, TwinRobot
+
+    twin = TwinRobot(TwinConfig(control_hz=50.0))
+    watchdog = WatchdogSettings(command_timeout_periods=3, on_timeout="release",
+                                release_after_s=0.2)
+    shield = Shield(so101, twin.control_period, geometry, True, watchdog, EStop())
+    robot = ShieldedRobot(twin, shield, clock=time.monotonic, watchdog_thread=True)
+    robot.connect()
+    try:
+        for k in range(5):
+            state = twin.read_state()
+            robot._state = type(state)(state.position, state.velocity, time.monotonic())
+            robot.send_command(swing(k + 10, twin.home_position))
+            twin.advance()
+        sent = twin.data.ctrl.copy()
+        wait(lambda: shield.holding == "watchdog", timeout=2.0)  # 3 periods = 60 ms
+        hold = shield.history.command
+        np.testing.assert_allclose(twin.data.ctrl[:6], hold)
+        assert not np.allclose(hold, sent[:6])
+        wait(lambda: shield.released, timeout=2.0)
+        assert np.all(twin.model.actuator_gainprm[:, 0] == 0)
+    finally:
+        robot.disconnect()
