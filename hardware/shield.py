@@ -203,6 +203,10 @@ class Shield:
         unsafe = self.unsafe(last, c)
         if unsafe is None:
             return c, None, ()
+        if self.unsafe(last, last) is not None:
+            # the last command is unsafe itself (a hold at a measured position near the
+            # table): any safe configuration is a way out; else hold
+            return (c, None, ()) if self.unsafe(c, c) is None else (last.copy(), unsafe, ())
         base = np.clip(last, lo, hi)
         if np.array_equal(base, last) or self.unsafe(last, base) is None:
             good, bad = 0.0, 1.0

@@ -115,6 +115,7 @@ class ShieldConfig:
     ee_site: str = "ee_site"
     clearance: float = 0.01  # rule 6: closest allowed distance to the table (m)
     self_clearance: float = 0.005  # rule 6: closest allowed distance between links (m)
+    gravity_sag: bool = True  # rule 6 also checks where gravity sags the commanded pose
     collision_points: int = 2  # configurations checked along each step (rules 5 and 6)
     home: np.ndarray | None = None  # the home pose (must be inside every limit)
     home_speed: float = 0.5  # joint speed of slow moves, e.g. the reset to home (rad/s)

@@ -32,6 +32,10 @@ class MujocoGeometry:
             a private copy of the model are grown (links by half of ``self_clearance``,
             static geoms by the rest of ``clearance``): not every collision function of
             MuJoCo honours ``geom_margin`` (box-cylinder reports only penetration).
+        gravity_sag: also check the configuration a position servo settles at under gravity,
+            ``q - g(q) / kp`` (``g`` the gravity torques from ``mj_rne`` at rest, ``kp`` the
+            stiffness of the model's position actuator on each joint): an arm held out
+            horizontally hangs below its command.
 
     Raises:
         FileNotFoundError, ValueError: the file is missing, does not load, or lacks a name.
@@ -39,7 +43,7 @@ class MujocoGeometry:
 
     def __init__(self, model_path: str | Path, joint_names: Sequence[str],
                  ee_site: str = "ee_site", clearance: float = 0.0,
-                 self_clearance: float | None = None) -> None:
+                 self_clearance: float | None = None, gravity_sag: bool = False) -> None:
         path = Path(model_path)
         if not path.is_file():
             raise FileNotFoundError(f"shield model {str(path)!r} not found; set model: in the "
@@ -58,6 +62,8 @@ class MujocoGeometry:
         self.joint_names = tuple(joint_names)
         self._qadr = model.jnt_qposadr[check_joints(model, self.joint_names)]
         self._site = int(name_ids(model, mujoco.mjtObj.mjOBJ_SITE, [ee_site], "ee_site")[0])
+        self._dof = model.jnt_dofadr[check_joints(model, self.joint_names)]
+        self._compliance = _compliance(model, self._dof) if gravity_sag else None
         self._data = mujoco.MjData(model)
         key = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, "home")
         if key >= 0:
@@ -69,7 +75,7 @@ class MujocoGeometry:
         if config.model is None:
             raise ValueError(f"{config.source}: no model: to check the workspace and collisions")
         return cls(config.model, config.joint_names, config.ee_site, config.clearance,
-                   config.self_clearance)
+                   config.self_clearance, config.gravity_sag)
 
     def ee_position(self, q: np.ndarray) -> np.ndarray:
         """``[3]`` end-effector position (m) at ``q`` ``[J]`` (rad)."""
@@ -91,8 +97,22 @@ class MujocoGeometry:
         return geoms[~(static[:, 0] & static[:, 1])]
 
     def collides(self, q: np.ndarray) -> bool:
-        """Whether the arm at ``q`` ``[J]`` comes within the clearance of the table or itself."""
-        return len(self.contacts(q)) > 0
+        """Whether the arm commanded to ``q`` ``[J]`` comes within the clearance of the table
+        or itself (at ``q``, and where gravity sags it to with ``gravity_sag``)."""
+        if len(self.contacts(q)) > 0:
+            return True
+        return self._compliance is not None and len(self.contacts(self.sagged(q))) > 0
+
+    def sagged(self, q: np.ndarray) -> np.ndarray:
+        """``[J]`` where position servos commanded to ``q`` settle under gravity (rad)."""
+        data = self._data
+        data.qpos[self._qadr] = q
+        data.qvel[:] = 0.0
+        mujoco.mj_kinematics(self.model, data)
+        mujoco.mj_comPos(self.model, data)
+        bias = np.zeros(self.model.nv)
+        mujoco.mj_rne(self.model, data, 0, bias)  # gravity torques at rest
+        return q - bias[self._dof] * self._compliance
 
 
 def _grow(model: mujoco.MjModel, grow: np.ndarray) -> None:
@@ -113,3 +133,17 @@ def _grow(model: mujoco.MjModel, grow: np.ndarray) -> None:
             continue
         model.geom_aabb[g, 3:] += by
         model.geom_rbound[g] += np.sqrt(3) * by
+
+
+def _compliance(model: mujoco.MjModel, dofs: np.ndarray) -> np.ndarray:
+    """``[J]`` 1 / kp of the position actuator on each joint's dof (0 where none drives it)."""
+    out = np.zeros(len(dofs))
+    for a in range(model.nu):
+        if int(model.actuator_trntype[a]) != int(mujoco.mjtTrn.mjTRN_JOINT):
+            continue
+        dof = model.jnt_dofadr[model.actuator_trnid[a, 0]]
+        kp = float(model.actuator_gainprm[a, 0])
+        hit = np.flatnonzero(dofs == dof)
+        if hit.size and kp > 0:
+            out[hit] = 1.0 / kp
+    return out
