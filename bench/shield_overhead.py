@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from pathlib import Path
@@ -80,7 +81,8 @@ def main() -> None:
         print(f"{name:<38} {r['median_ms']:>10.4f} {r['p99_ms']:>8.4f} {target:>10}")
     RESULTS.mkdir(exist_ok=True)
     meta = {"machine": platform.processor() or platform.machine(), "python":
-            platform.python_version(), "step_rad": args.step}
+            platform.python_version(), "step_rad": args.step, "cpus": os.cpu_count(),
+            "load_average_1min": os.getloadavg()[0]}
     (RESULTS / "shield_overhead.json").write_text(json.dumps({**meta, "results": results},
                                                              indent=1))
     import matplotlib
