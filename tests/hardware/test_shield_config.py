@@ -103,3 +103,28 @@ def test_disabled_shield_on_the_twin_sends_proposals_as_they_are() -> None:
     env = make_env(TaskConfig(reach=ReachConfig()), shield=ShieldSettings(enabled=False))
     assert not isinstance(env.unwrapped.robot, ShieldedRobot)
     env.close()
+
+
+def test_interventions_reach_the_run_metrics(tmp_path) -> None:
+    from agent.logger import read_metrics
+    from agent.train import collect_step, evaluate
+    from mbpo_launch.cli import build_run
+
+    rc, _ = load_run_config(["logger.wandb=disabled", "logger.progress=false",
+                             "trainer.eval_episodes=1", "agent.sac.learning_starts=1000",
+                             f"run_dir={tmp_path}"])
+    run = build_run(rc, tmp_path)
+    try:
+        run.rng = np.random.default_rng(0)
+        obs, _ = run.env.reset(seed=0)
+        for _ in range(100):  # uniform random actions before learning_starts
+            obs = collect_step(run, obs)
+        assert sum(run.shield_counts.values()) > 0
+        evaluate(run)
+        event = read_metrics(tmp_path)[-1]
+        for rule, n in run.shield_counts.items():
+            assert event[f"shield_{rule}"] == n
+    finally:
+        run.logger.close()
+        run.env.close()
+        run.eval_env.close()
