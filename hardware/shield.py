@@ -94,8 +94,8 @@ class Shield:
         self.holding: str | None = None  # the rule holding position, if any
         self.hold_since: float | None = None
         self.released = False  # torque released by the watchdog; cleared by restart()
-        self._lo = config.lower + config.margin
-        self._hi = config.upper - config.margin
+        self.lower = config.lower + config.margin  # [J] the commands' position range (rad)
+        self.upper = config.upper - config.margin
 
     # ------------------------------------------------------------------------ the filter
     def filter(self, proposed: np.ndarray, state: RobotState, now: float) -> ShieldResult:
@@ -160,7 +160,7 @@ class Shield:
         (within the position limits), sent every tick until the stop ends."""
         if self.holding is None:
             q = np.asarray(state.position, dtype=np.float64)
-            at = np.clip(q, self._lo, self._hi) if np.isfinite(q).all() \
+            at = np.clip(q, self.lower, self.upper) if np.isfinite(q).all() \
                 else self.history.command
             self.history = CommandHistory.at_rest(at)
             self.hold_since = now
@@ -172,8 +172,8 @@ class Shield:
         """Start a new command stream at the measured position (after a reset); a latched
         e-stop stays latched, a torque release is cleared."""
         q = np.asarray(state.position, dtype=np.float64)
-        start = np.clip(q, self._lo, self._hi) if np.isfinite(q).all() \
-            else (self._lo + self._hi) / 2
+        start = np.clip(q, self.lower, self.upper) if np.isfinite(q).all() \
+            else (self.lower + self.upper) / 2
         self.history = CommandHistory.at_rest(start)
         self.last_command_time = now
         self.holding = self.hold_since = None
@@ -277,7 +277,7 @@ class ShieldedRobot:
         self.robot.connect()
         if self.shield.history is None:
             self.shield.restart(self.read_state(), self.clock())
-        if self._thread is not None and not self._thread._thread.is_alive():
+        if self._thread is not None and not self._thread.alive:
             self._thread.start()
 
     def disconnect(self) -> None:
@@ -357,7 +357,7 @@ def move_to(robot: ShieldedRobot, target: np.ndarray, speed: float | None = None
     shield = robot.shield
     speed = float(speed if speed is not None else shield.config.home_speed)
     dt = robot.control_period
-    target = np.clip(np.asarray(target, dtype=np.float64), shield._lo, shield._hi)
+    target = np.clip(np.asarray(target, dtype=np.float64), shield.lower, shield.upper)
     command = shield.history.command.copy()
     distance = float(np.max(np.abs(target - command)))
     ticks = 2 * math.ceil(distance / (speed * dt)) + math.ceil(settle_s / dt) + 10

@@ -24,16 +24,24 @@ class WatchdogThread:
     def __init__(self, robot: Any) -> None:
         self.robot = robot
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="shield-watchdog", daemon=True)
+        self._thread: threading.Thread | None = None
         self.errors: list[BaseException] = []
 
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
+        """Start watching (again after :meth:`stop`)."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="shield-watchdog", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive():
+        if self._thread is not None:
             self._thread.join(timeout=1.0)
+            self._thread = None
 
     def _run(self) -> None:
         period = float(self.robot.control_period)
