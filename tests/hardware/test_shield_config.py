@@ -128,3 +128,13 @@ def test_interventions_reach_the_run_metrics(tmp_path) -> None:
         run.logger.close()
         run.env.close()
         run.eval_env.close()
+
+
+def test_the_async_runtime_resets_slowly_unless_told_otherwise() -> None:
+    from agent.runtime.config import RuntimeConfig
+    from mbpo_launch.runtime import paced
+
+    rc, _ = load_run_config(["logger.wandb=disabled"])
+    assert paced(rc, RuntimeConfig(mode="async"), True).shield.slow_reset is True
+    rc, _ = load_run_config(["logger.wandb=disabled", "shield.slow_reset=false"])
+    assert paced(rc, RuntimeConfig(mode="async"), True).shield.slow_reset is False
