@@ -72,6 +72,8 @@ class RunLogger:
                          ("eval_success_rate", "eval succ {:4.0%}")):
             if stats.get(key) is not None:
                 parts.append(fmt.format(stats[key]))
+        if stats.get("shield"):
+            parts.append(shield_line(stats["shield"]))
         parts.append(f"ETA {_clock(left)}")
         print(" | ".join(parts), file=sys.stderr, flush=True)
 
@@ -80,6 +82,11 @@ class RunLogger:
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+def shield_line(counts: dict[str, int]) -> str:
+    """``"shield velocity 12 collision 3"``: the safety shield's interventions per rule."""
+    return "shield " + " ".join(f"{rule} {n}" for rule, n in counts.items() if n)
 
 
 def _start_wandb(run_dir: Path, config: LoggerConfig, run_config: dict[str, Any]) -> Any:

@@ -108,6 +108,12 @@ class ReplayBuffer:
                              "inf in replay silently poisons every later update")
         return value
 
+    def truncate_last(self) -> None:
+        """Mark the newest transition ``truncated``: its episode was cut off (e.g. the one
+        robot was needed for an evaluation), which is no terminal state."""
+        if self._size:
+            self._data["truncated"][(self._ptr - 1) % self._capacity] = True
+
     def _write(self, arrays: dict[str, np.ndarray]) -> None:
         """Copy ``N`` validated rows in at ``ptr``, wrapping; only the last ``C`` are kept."""
         n = len(arrays["obs"])

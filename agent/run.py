@@ -136,6 +136,7 @@ class Run:
     seeded: bool = False  # the env's first reset in this process is seeded
     model: Model | None = None  # MBPO's model; None for model-free SAC
     model_log: dict[str, Any] = field(default_factory=dict)  # latest model and rollout figures
+    shield_counts: dict[str, int] = field(default_factory=dict)  # interventions per rule
 
 
 # ----------------------------------------------------------------------- save and restore

@@ -281,6 +281,22 @@ class SAC:
                 "obs_norm": {k: v.detach().cpu() for k, v in self.obs_norm.state_dict().items()},
                 "obs_norm_fitted": self.obs_norm_fitted}
 
+    def acting_state(self) -> dict[str, torch.Tensor]:
+        """What the actor process needs to act, as float tensors (published as one vector,
+        :func:`agent.runtime.weights.flatten`): the actor's weights, the observation
+        normalizer (``obs_norm.*``) and whether it is fitted (``obs_norm_fitted``, 0 or 1)."""
+        return {**{f"actor.{k}": v for k, v in self.actor.state_dict().items()},
+                **{f"obs_norm.{k}": v for k, v in self.obs_norm.state_dict().items()},
+                "obs_norm_fitted": torch.tensor(float(self.obs_norm_fitted))}
+
+    def load_acting_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Load :meth:`acting_state`'s tensors (in the actor process)."""
+        self.actor.load_state_dict({k[6:]: v for k, v in state.items()
+                                    if k.startswith("actor.")})
+        self.obs_norm.load_state_dict({k[9:]: v for k, v in state.items()
+                                       if k.startswith("obs_norm.")})
+        self.obs_norm_fitted = bool(state["obs_norm_fitted"] > 0.5)
+
     def load_policy_state_dict(self, state: dict[str, Any]) -> None:
         """Load the actor from :meth:`policy_state_dict` (e.g. in an actor process)."""
         self._check_dims(state, "the policy state")

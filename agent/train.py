@@ -36,9 +36,14 @@ def train(run: Run) -> dict[str, Any]:
             rollout_model(run)
         update_policy(run)
         step = run.counters.env_steps
-        if step % run.cfg.eval_every == 0 and reached_target(evaluate(run), run.cfg):
-            run.logger.log({"env_steps": step, "stopped_at_target": run.cfg.stop_at})
-            break
+        if step % run.cfg.eval_every == 0:
+            result = evaluate(run)
+            if run.eval_env is run.env:  # one robot: the evaluation cut the episode short
+                run.replay.truncate_last()
+                obs = start_episode(run)
+            if reached_target(result, run.cfg):
+                run.logger.log({"env_steps": step, "stopped_at_target": run.cfg.stop_at})
+                break
         if step % run.cfg.log_every == 0:
             report_progress(run)
         if step % run.cfg.checkpoint_every == 0:
@@ -69,6 +74,8 @@ def collect_step(run: Run, obs: np.ndarray) -> np.ndarray:
     next_obs, reward, terminated, truncated, info = run.env.step(action)
     executed = info.get("executed_action", action)
     run.replay.add(obs, executed, reward, next_obs, terminated, truncated)
+    for rule in info.get("shield", ()):  # the safety shield's interventions, by rule
+        run.shield_counts[rule] = run.shield_counts.get(rule, 0) + 1
     run.counters.env_steps += 1
     run.episode_return += float(reward)
     if not (terminated or truncated):
@@ -166,13 +173,15 @@ def evaluate(run: Run) -> dict[str, Any]:
                      "eval_success_rate": result["success_rate"]}
     c = run.counters
     event = {"env_steps": c.env_steps, "episodes": c.episodes, "updates": c.updates,
-             **run.last_eval, **recent_stats(run), **run.last_update, **run.model_log}
+             **run.last_eval, **recent_stats(run), **run.last_update, **run.model_log,
+             **{f"shield_{rule}": n for rule, n in run.shield_counts.items()}}
     run.logger.log(event)
     return run.last_eval
 
 
 def report_progress(run: Run) -> None:
-    run.logger.progress(run.counters.env_steps, {**recent_stats(run), **run.last_eval})
+    run.logger.progress(run.counters.env_steps, {**recent_stats(run), **run.last_eval,
+                                                 "shield": run.shield_counts})
 
 
 def checkpoint(run: Run) -> Path:

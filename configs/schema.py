@@ -20,9 +20,10 @@ from agent.logger import LoggerConfig
 from agent.run import MBPOConfig, TrainerConfig
 from agent.runtime.config import RuntimeConfig
 from agent.sac import SACConfig
-from envs.factory import TaskConfig
+from envs.factory import TaskConfig, resolve_limits_file
 from hardware.ros2 import Ros2Config
 from hardware.serial_robot import SerialConfig
+from hardware.shield_config import ShieldSettings
 from sim.twin import TwinConfig
 
 CONFIG_DIR = Path(__file__).parent
@@ -69,6 +70,7 @@ class RunConfig:
     run_dir: str | None = None
     resume: str | None = None
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # sync loop, or async actor
+    shield: ShieldSettings = field(default_factory=ShieldSettings)  # the safety shield
 
 
 def options(group: str) -> list[str]:
@@ -84,13 +86,17 @@ def validate(cfg: DictConfig, backend_name: str) -> RunConfig:
                           f"{', '.join(sorted(BACKEND_SCHEMAS))}")
     parts = {"backend": BACKEND_SCHEMAS[backend_name], "task": TaskConfig,
              "agent": AgentConfig, "trainer": TrainerConfig, "logger": LoggerConfig,
-             "runtime": RuntimeConfig}
+             "runtime": RuntimeConfig, "shield": ShieldSettings}
     built = {name: _typed(name, schema, cfg.get(name, {})) for name, schema in parts.items()}
     top = {k: cfg.get(k) for k in ("seed", "device", "run_dir", "resume")}
     extra = set(cfg.keys()) - set(parts) - set(top) - {"hydra"}
     if extra:
         raise ConfigError(f"{sorted(extra)[0]} is not a config key; top-level keys are "
                           f"{', '.join(sorted([*parts, *top]))}")
+    limits = built["shield"].limits_file
+    if limits is not None and not resolve_limits_file(limits).is_file():
+        raise ConfigError(f"shield.limits_file={limits}: {resolve_limits_file(limits)} not "
+                          "found; name a file in configs/limits/ or give a path")
     if not isinstance(top["seed"], int):
         raise ConfigError(f"seed must be an integer, got {top['seed']!r}")
     device = str(top["device"])

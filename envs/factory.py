@@ -15,11 +15,17 @@ import gymnasium as gym
 import envs  # noqa: F401  (registers ArmReach-v0)
 from envs.reach import ArmReachEnv, ReachConfig
 from envs.tasks import TaskFunctions, task_functions
+from hardware.estop import process_estop
 from hardware.robot import Robot
 from hardware.ros2 import Ros2Config, Ros2Robot
 from hardware.serial_robot import SerialConfig, SerialRobot
+from hardware.shield import Shield, ShieldedRobot
+from hardware.shield_config import ShieldConfig, ShieldSettings
+from sim.geometry import MujocoGeometry
 from sim.kinematics import ArmKinematics
 from sim.twin import ASSET, TwinConfig, TwinRobot
+
+LIMITS_DIR = Path(__file__).resolve().parents[1] / "configs" / "limits"
 
 
 @dataclass
@@ -42,24 +48,88 @@ class TaskConfig:
 
 BACKENDS = {"mujoco": (TwinConfig, TwinRobot), "serial": (SerialConfig, SerialRobot),
             "ros2": (Ros2Config, Ros2Robot)}
+# Every backend not named here drives hardware: it refuses to start without the shield and a
+# limits file (check_shield_settings).
+SIMULATED_BACKENDS = frozenset({"mujoco"})
 
 
-def make_robot(backend: str, config: Any) -> Robot:
-    """The robot of backend ``backend`` (a key of ``BACKENDS``) built from its config."""
+def make_robot(backend: str, config: Any, shield: ShieldSettings | None = None) -> Robot:
+    """The robot of backend ``backend`` (a key of ``BACKENDS``) built from its config, behind
+    the safety shield (:class:`hardware.shield.ShieldedRobot`) unless ``shield.enabled`` is
+    false (simulated backends only). ``shield``: the run's ``shield:`` section (defaults)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is unknown; choose one of {sorted(BACKENDS)}")
-    return BACKENDS[backend][1](config)
+    settings = shield if shield is not None else ShieldSettings()
+    check_shield_settings(backend, settings)  # before a port opens
+    robot = BACKENDS[backend][1](config)
+    return shield_robot(robot, backend, settings) if settings.enabled else robot
+
+
+def check_shield_settings(backend: str, settings: ShieldSettings) -> None:
+    """A hardware backend (not in ``SIMULATED_BACKENDS``) needs the shield and a limits
+    file; raise a one-line ValueError saying how to give them."""
+    if backend in SIMULATED_BACKENDS:
+        return
+    if not settings.enabled:
+        raise ValueError(f"shield.enabled=false is not allowed for backend={backend}: it drives "
+                         "hardware; only simulated backends run without the shield")
+    if settings.limits_file is None:
+        shipped = ", ".join(sorted(p.stem for p in LIMITS_DIR.glob("*.yaml")))
+        raise ValueError(f"backend={backend} drives hardware and needs a limits file: set "
+                         "shield.limits_file=<name under configs/limits/ or a path> "
+                         f"(shipped: {shipped})")
+
+
+def resolve_limits_file(name: str) -> Path:
+    """``so101`` -> ``configs/limits/so101.yaml``; a path stays a path."""
+    path = Path(name).expanduser()
+    if path.suffix or len(path.parts) > 1:
+        return path
+    return LIMITS_DIR / f"{name}.yaml"
+
+
+def shield_robot(robot: Robot, backend: str, settings: ShieldSettings) -> ShieldedRobot:
+    """``robot`` behind a shield from ``settings``: its limits file (or, for a simulated
+    backend without one, the backend's own limits and model), the geometry of rules 5-6,
+    the process's e-stop. Inconsistent limits raise a one-line ValueError."""
+    twin = getattr(robot, "config", None)
+    if settings.limits_file is not None:
+        config = ShieldConfig.load(resolve_limits_file(settings.limits_file))
+    else:
+        config = ShieldConfig.from_joint_limits(
+            robot.joint_names, robot.limits, model=getattr(twin, "path", None),
+            ee_site=getattr(twin, "ee_site", "ee_site"),
+            home=getattr(robot, "home_position", None))
+    config.check_robot(robot.joint_names, robot.limits)
+    geometry = None
+    if config.model is not None:
+        geometry = MujocoGeometry.from_limits(config)
+        if config.home is not None:
+            config.check_home(geometry.ee_position(config.home),
+                              settings.collision and geometry.collides(config.home))
+    e = settings.estop
+    shield = Shield(config, robot.control_period, geometry, settings.collision,
+                    settings.watchdog, process_estop(e.key, e.signal, e.file))
+    if hasattr(robot, "on_estop"):  # a backend with its own e-stop input (the ROS 2 topics)
+        robot.on_estop = shield.estop.trigger
+        robot.on_estop_reset = lambda source: shield.estop.reset()  # raises while a file holds
+        robot.status_sources.append(shield.summary)
+    hardware = backend not in SIMULATED_BACKENDS
+    slow = settings.slow_reset if settings.slow_reset is not None else hardware
+    thread = settings.watchdog.thread if settings.watchdog.thread is not None else hardware
+    return ShieldedRobot(robot, shield, clock=getattr(robot, "clock", None), slow_reset=slow,
+                         watchdog_thread=thread)
 
 
 def make_env(task: TaskConfig, backend: str = "mujoco", backend_config: Any = None,
-             render_mode: str | None = None) -> gym.Env:
-    """The task env; ``ArmReach-*`` runs on ``make_robot(backend, backend_config)``."""
+             render_mode: str | None = None, shield: ShieldSettings | None = None) -> gym.Env:
+    """The task env; ``ArmReach-*`` runs on ``make_robot(backend, backend_config, shield)``."""
     kwargs = dict(task.kwargs)
     if task.max_episode_steps is not None:
         kwargs["max_episode_steps"] = task.max_episode_steps
     if task.id.startswith("ArmReach"):
         config = backend_config if backend_config is not None else BACKENDS[backend][0]()
-        kwargs.update(robot=make_robot(backend, config), config=task.reach)
+        kwargs.update(robot=make_robot(backend, config, shield), config=task.reach)
         if not isinstance(config, TwinConfig):  # a real arm: kinematics from its own MJCF
             kwargs["kinematics"] = arm_kinematics(config)
     if render_mode is not None:

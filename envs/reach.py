@@ -147,6 +147,9 @@ class ArmReachEnv(gym.Env):
         distance = float(reach_distance(obs, self.layout))
         info = {"distance": distance, "is_success": distance < self.config.success_threshold,
                 "executed_action": executed}
+        shielded = getattr(self.robot, "last_result", None)  # a ShieldedRobot's last verdict
+        if shielded is not None:
+            info["shield"] = shielded.reasons  # the rules that changed the command, if any
         return obs, reward, terminated, False, info
 
     def render(self) -> np.ndarray | None:

@@ -1,1 +1,2 @@
-"""The robot interface every backend implements (``hardware.robot``)."""
+"""The robot interface every backend implements (``hardware.robot``) and the safety shield in
+front of it (``hardware.shield``)."""

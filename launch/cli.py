@@ -135,7 +135,8 @@ def train(overrides: list[str]) -> dict[str, Any]:
     finally:
         run.logger.close()
         run.env.close()
-        run.eval_env.close()
+        if run.eval_env is not run.env:
+            run.eval_env.close()
     curve = plot_learning_curve(run_dir)
     from agent.checkpoint import latest_checkpoint
 
@@ -228,7 +229,7 @@ def build_policy(rc: RunConfig, render: bool = False) -> tuple[Any, Any]:
     from envs.factory import make_env
 
     env = make_env(rc.task, rc.backend_name, rc.backend,
-                   render_mode="rgb_array" if render else None)
+                   render_mode="rgb_array" if render else None, shield=rc.shield)
     device = resolve_device(rc.device)
     generator = torch.Generator().manual_seed(rc.seed)
     sac = SAC(env.observation_space.shape[0], env.action_space.shape[0], rc.agent.sac,
@@ -241,10 +242,13 @@ def build_run(rc: RunConfig, run_dir: Path) -> Any:
     from agent.logger import RunLogger
     from agent.replay import ReplayBuffer
     from agent.train import Run
-    from envs.factory import make_env
+    from envs.factory import SIMULATED_BACKENDS, make_env
 
     env, sac = build_policy(rc)
-    eval_env = make_env(rc.task, rc.backend_name, rc.backend)
+    # A real arm is one robot: evaluations run on it between training episodes. The twin
+    # gets a second copy, so an evaluation leaves the training episode as it was.
+    eval_env = env if rc.backend_name not in SIMULATED_BACKENDS else make_env(
+        rc.task, rc.backend_name, rc.backend, shield=rc.shield)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     logger = RunLogger(run_dir, rc.logger, _plain(rc), rc.trainer.total_steps)
     return Run(env=env, eval_env=eval_env, sac=sac,

@@ -41,7 +41,10 @@ LOG_FILE = "replay.log"
 
 def paced(rc: RunConfig, runtime: RuntimeConfig, realtime: bool) -> RunConfig:
     """``rc`` with the twin at the runtime's rate and ``realtime`` as given (a ros2 arm at
-    the runtime's rate; it is always paced by the wall clock)."""
+    the runtime's rate; it is always paced by the wall clock); resets move slowly through the
+    shield (``shield.slow_reset``) unless the config says otherwise."""
+    if rc.shield.slow_reset is None:
+        rc = dataclasses.replace(rc, shield=dataclasses.replace(rc.shield, slow_reset=True))
     if rc.backend_name == "ros2":
         return dataclasses.replace(rc, backend=dataclasses.replace(
             rc.backend, control_hz=runtime.control_hz))
@@ -82,7 +85,7 @@ def run_async(rc: RunConfig, run_dir: Path, runtime: RuntimeConfig | None = None
     env, policy = build_policy(actor_rc)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     log = open_log(run_dir, obs_dim, act_dim, runtime)
-    block = create_block(len(flatten(policy.actor.state_dict())))
+    block = create_block(len(flatten(policy.acting_state())))
     try:
         actor = Actor(env, policy, log, runtime, WeightsReader(block), make_control(ctx),
                       rc.agent.sac.learning_starts, rc.seed)

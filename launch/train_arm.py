@@ -41,6 +41,9 @@ ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("reset_topic", "/mbpo_arm/estop_reset", "std_msgs/Bool; true releases the e-stop"),
     ("status_topic", "/mbpo_arm/status", "std_msgs/String, JSON status once a second"),
     ("control_hz", "20.0", "control rate (Hz)"),
+    ("limits_file", "", "the safety shield's limits file (a name under configs/limits/ or a "
+                        "path); empty: so101 for backend:=mujoco, the robot preset's for "
+                        "serial; a ros2 arm needs its own"),
     ("overrides", "", "more mbpo-arm overrides (Hydra key=value, space-separated), e.g. "
                       "'agent=mbpo_reach trainer.total_steps=5000 runtime=async'"),
 )
@@ -87,6 +90,9 @@ def plan(values: dict[str, str]) -> list[Process]:
         ours = [f"robot={values['robot']}", f"backend.port={values['port']}"]
     else:
         ours = [f"backend.{k}={values[k]}" for k in BACKEND_KEYS if values[k] != ""]
+    limits = values["limits_file"] or ("so101" if backend == "mujoco" else "")
+    if limits:  # the twin driver is the shipped arm: its limits by default
+        ours.append(f"shield.limits_file={limits}")
     overrides = [o for o in ours if o.partition("=")[0] not in user_keys] + user
     processes = []
     if backend == "mujoco":

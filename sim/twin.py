@@ -221,6 +221,7 @@ class TwinRobot:
         # Geoms welded to the world (table, fixed base) versus geoms on moving links.
         self._static_geom = self.model.body_weldid[self.model.geom_bodyid] == 0
         self._key = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_KEY, "home")
+        self._gains = (self.model.actuator_gainprm.copy(), self.model.actuator_biasprm.copy())
         self._renderer: mujoco.Renderer | None = None
         self._ticks = 0
         self._deadline: float | None = None
@@ -285,6 +286,7 @@ class TwinRobot:
             mujoco.mj_resetDataKeyframe(self.model, self.data, self._key)
         else:
             mujoco.mj_resetData(self.model, self.data)
+        self.enable_torque()
         sent = self.limits.clip(position)
         self.data.qpos[self._qadr] = sent
         self.data.qvel[:] = 0.0
@@ -296,6 +298,21 @@ class TwinRobot:
         return self.read_state()
 
     # --------------------------------------------------------------------------- extras
+    def clock(self) -> float:
+        """Now on the clock of the state stamps: the simulated time (s)."""
+        return float(self.data.time)
+
+    def release_torque(self) -> None:
+        """The servos go limp (zero stiffness and damping), as a torque-off on the bus does;
+        :meth:`enable_torque` or :meth:`reset` brings them back."""
+        self.model.actuator_gainprm[self._act] = 0.0
+        self.model.actuator_biasprm[self._act] = 0.0
+
+    def enable_torque(self) -> None:
+        """The servos hold their targets again (the model's own gains)."""
+        self.model.actuator_gainprm[self._act] = self._gains[0][self._act]
+        self.model.actuator_biasprm[self._act] = self._gains[1][self._act]
+
     @property
     def home_position(self) -> np.ndarray:
         """``[J]`` the ``home`` keyframe's joint positions (the model default if none)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import queue as queue_mod
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from agent.logger import shield_line
 from agent.runtime import control as ctl
 from agent.runtime.config import RuntimeConfig
 from agent.runtime.replay_log import ReplayLog
@@ -106,13 +108,15 @@ class Actor:
         self.rng = np.random.default_rng([seed, log.next_seq])
         self.seed = seed + log.next_seq
         self.schedule = Schedule(cfg.period, cfg.spin_s, cfg.miss_tolerance)
-        self._template = {k: v.clone() for k, v in policy.actor.state_dict().items()}
+        self._template = {k: v.clone() for k, v in policy.acting_state().items()}
         self.obs: np.ndarray | None = None
         self.episodes, self.ticks, self.dropped = 0, 0, 0
         self.version_lag: list[int] = []
         self.queue_depth: list[int] = []
         self.weight_latency: list[float] = []
         self.versions_applied = 0
+        self.shield_counts: dict[str, int] = {}  # the safety shield's interventions per rule
+        self._shield_shown = 0.0
         self._t_start = self._t_stop = 0.0
 
     @property
@@ -146,6 +150,8 @@ class Actor:
         if self.cfg.pacing == "actor":
             self.schedule.wait()
         self.schedule.mark(time.perf_counter())
+        if info.get("shield"):
+            self._count_shield(info["shield"])
         executed = np.asarray(info.get("executed_action", action), dtype=np.float32)
         raw = self.log.append(self.obs, executed, float(reward), next_obs, bool(terminated),
                               bool(truncated))
@@ -183,10 +189,20 @@ class Actor:
         if got is None:
             return False
         vector, _, stamp = got
-        self.policy.actor.load_state_dict(unflatten(vector, self._template))
+        self.policy.load_acting_state(unflatten(vector, self._template))
         self.weight_latency.append((time.monotonic_ns() - stamp) / 1e9)
         self.versions_applied += 1
         return True
+
+    def _count_shield(self, reasons: tuple[str, ...]) -> None:
+        """Count the shield's interventions; a live status line at most once a second."""
+        for rule in reasons:
+            self.shield_counts[rule] = self.shield_counts.get(rule, 0) + 1
+        now = time.monotonic()
+        if now - self._shield_shown >= 1.0:
+            self._shield_shown = now
+            print(f"actor step {self.steps} | {shield_line(self.shield_counts)}",
+                  file=sys.stderr, flush=True)
 
     def _hand_over(self, raw: bytes) -> None:
         q = self.queue
@@ -222,7 +238,8 @@ class Actor:
                 "version_lag": _percentiles(self.version_lag),
                 "queue_depth": _percentiles(self.queue_depth), "queue_dropped": self.dropped,
                 "versions_applied": self.versions_applied,
-                "torn_weight_reads": self.reader.torn_reads, "target_period": s.period}
+                "torn_weight_reads": self.reader.torn_reads, "target_period": s.period,
+                "shield": dict(self.shield_counts)}
 
     def series(self) -> dict[str, np.ndarray]:
         """This process's raw per-tick series (seconds): ``period`` and ``lateness``

@@ -158,9 +158,9 @@ class Learner:
             since > 0 and time.monotonic() - self.t_publish >= self.cfg.publish_every_s)
         if not (force or due):
             return
-        state = self.run.sac.policy_state_dict()
-        version = max(int(state["version"]), int(self.control[ctl.PUBLISHED]) + 1)
-        self.publisher.publish(flatten(state["actor"]), version)
+        sac = self.run.sac
+        version = max(sac.updates, int(self.control[ctl.PUBLISHED]) + 1)
+        self.publisher.publish(flatten(sac.acting_state()), version)
         self.control[ctl.PUBLISHED] = version
         self.updates_published, self.t_publish = updates, time.monotonic()
 

@@ -25,9 +25,13 @@ def test_every_yaml_composes_and_builds(group: str, option: str, tmp_path) -> No
             # A serial arm is built against the servo emulator on a pseudo-terminal.
             preset = OmegaConf.load(CONFIG_DIR / "robot" / f"{option}.yaml") \
                 if group == "robot" else {}
-            protocol = preset.get("protocol", "feetech")
+            protocol = preset.backend.protocol if group == "robot" else "feetech"
             _, serial = stack.enter_context(emulated_arm(tmp_path, protocol))
             overrides += ["backend=serial", *serial]
+        hardware = group == "robot" or (group, option) in (("backend", "serial"),
+                                                            ("backend", "ros2"))
+        if hardware and "shield" not in (preset if group == "robot" else {}):
+            overrides.append("shield.limits_file=so101")  # so101's preset names its own
         rc, _ = load_run_config(overrides)
         assert getattr(rc, "backend" if group == "robot" else group) is not None
         if (group, option) == ("backend", "ros2"):  # an arm on its topics: the twin driver

@@ -192,8 +192,8 @@ def test_an_episode_under_a_storm_of_transient_faults_completes(protocol: str,
     through the retries, and no goal beyond a joint's range reaches a servo."""
     with emulated_arm(tmp_path, protocol) as (emulator, overrides):
         rc, _ = load_run_config(["backend=serial", *overrides, "backend.control_hz=100",
-                                 "task.max_episode_steps=60"])
-        env = make_env(rc.task, rc.backend_name, rc.backend)
+                                 "task.max_episode_steps=60", "shield.limits_file=so101"])
+        env = make_env(rc.task, rc.backend_name, rc.backend, shield=rc.shield)
         robot = env.unwrapped.robot
         env.reset(seed=0)
         rng = np.random.default_rng(0)

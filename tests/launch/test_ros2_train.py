@@ -26,7 +26,7 @@ TRAIN = ["task=reach", "agent=sac", "logger.wandb=disabled", "agent.sac.learning
          "agent.sac.batch_size=64", "agent.sac.hidden=[64,64]", "trainer.eval_episodes=1",
          f"trainer.total_steps={STEPS}", "trainer.eval_every=150",
          f"trainer.checkpoint_every={STEPS}", "trainer.log_every=100",
-         "task.max_episode_steps=50"]
+         "task.max_episode_steps=50", "shield.limits_file=so101"]
 
 
 def domain_for_this_run() -> int:
@@ -84,6 +84,7 @@ def test_agent_trains_through_ros2_topics(tmp_path: Path) -> None:
     assert last["transport"] == "cyclonedds"
     assert last["joint_states_received"] >= STEPS and last["joint_states_rejected"] == 0
     assert last["updates"] > 0 and last["achieved_utd"] > 0
+    assert last["shield_ticks"] >= STEPS, "the commands did not go through the shield"
     # One command per step (and more per reset); keep-last-1 keeps only the newest of those
     # that land between two of the driver's ticks, so a loaded machine sees fewer taken.
     assert driver_stats["commands_received"] >= STEPS // 2

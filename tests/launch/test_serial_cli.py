@@ -46,8 +46,9 @@ def test_training_over_the_wire(robot: str, protocol: str, tmp_path: Path,
     port=...`; every goal position on the wire stays in the joints' ranges."""
     with emulated_arm(tmp_path, protocol) as (emulator, overrides):
         run = tmp_path / "run"
+        limits = [] if robot == "so101" else ["shield.limits_file=so101"]  # so101's preset has it
         code = main(["train", "--backend", "serial", f"robot={robot}", f"port={emulator.port}",
-                     *overrides[1:], *QUICK, f"run_dir={run}"])
+                     *overrides[1:], *QUICK, *limits, f"run_dir={run}"])
         assert code == 0
         time.sleep(0.05)
         assert not emulator.torque().any(), "torque still on after the run"
@@ -136,6 +137,6 @@ def test_async_learner_never_opens_the_serial_port(tmp_path: Path) -> None:
     try:
         for env in (run.env, run.eval_env):
             assert isinstance(env.unwrapped, ArmReachEnv)
-            assert isinstance(env.unwrapped.robot, TwinRobot)
+            assert isinstance(env.unwrapped.robot.robot, TwinRobot)  # behind the shield
     finally:
         run.logger.close()

@@ -51,7 +51,7 @@ def test_schedule_wait_sleeps_then_spins_to_the_deadline() -> None:
 def actor(tmp_path: Path):
     env = gym.make("ArmReach-v0", max_episode_steps=5)
     policy = SAC(19, 5, SACConfig(hidden=(16, 16)), generator=torch.Generator().manual_seed(0))
-    block = create_block(len(flatten(policy.actor.state_dict())))
+    block = create_block(len(flatten(policy.acting_state())))
     log = ReplayLog.open(tmp_path / "replay.log", 19, 5)
     control = mp.get_context("spawn").RawArray("q", ctl.WORDS)
     a = Actor(env, policy, log, RuntimeConfig(mode="async", control_hz=50), WeightsReader(block),
@@ -83,8 +83,17 @@ def test_hold_sends_zeros_and_new_weights_are_used(actor: Actor) -> None:
     actor.tick()
     assert not read_log(actor.log.path, 19, 5).action.any()
     actor.hold = False
-    new = {k: torch.zeros_like(v) for k, v in actor.policy.actor.state_dict().items()}
-    WeightsPublisher(actor.reader.block).publish(flatten(new), 7)
+    learner = SAC(19, 5, SACConfig(hidden=(16, 16)), generator=torch.Generator().manual_seed(1))
+    learner.fit_obs_normalizer(np.random.default_rng(0).normal(3.0, 2.0, (100, 19)))
+    WeightsPublisher(actor.reader.block).publish(flatten(learner.acting_state()), 7)
+    assert not actor.policy.obs_norm_fitted
     assert actor.poll_weights() and actor.reader.version == 7
-    assert all(not v.any() for v in actor.policy.actor.state_dict().values())
+    # The weights and the observation normalizer they were trained with arrive together.
+    for key, value in learner.actor.state_dict().items():
+        torch.testing.assert_close(actor.policy.actor.state_dict()[key], value)
+    assert actor.policy.obs_norm_fitted
+    torch.testing.assert_close(actor.policy.obs_norm.mean, learner.obs_norm.mean)
+    obs = np.random.default_rng(1).normal(3.0, 2.0, 19)
+    np.testing.assert_allclose(actor.policy.act(obs, deterministic=True),
+                               learner.act(obs, deterministic=True), atol=1e-6)
     assert len(actor.weight_latency) == 1 and actor.weight_latency[0] >= 0

@@ -22,8 +22,10 @@ from tests.runtime.async_helpers import (
 
 def test_learner_killed_mid_run_comes_back_and_nothing_is_lost(tmp_path: Path) -> None:
     run, total = tmp_path / "run", 12 * HZ
+    # shield.slow_reset=false: a reset through the shield takes robot time in which no
+    # transition is logged, and this test measures the logging rate
     proc = start(*QUICK, f"trainer.total_steps={total}", f"run_dir={run}",
-                 "runtime.on_learner_death=hold")
+                 "runtime.on_learner_death=hold", "shield.slow_reset=false")
     try:
         wait_for(lambda: logged(run) >= 3 * HZ)
         first_pid = int((run / "learner.pid").read_text())

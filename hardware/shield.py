@@ -1,0 +1,376 @@
+"""The safety shield: nothing the learning code proposes reaches a motor unless it is safe.
+
+:class:`Shield` turns a proposed joint-position command into the command actually sent, by
+rules applied in this fixed order (each counted in :attr:`Shield.counts` when it intervenes):
+
+1. ``nonfinite``: a command with NaN or inf is replaced by the last safe command (held),
+   which then passes the rules below like any other proposal.
+2. ``position``: joint limits, ``margin`` inside the hardware limits.
+3. ``step`` (largest jump from the measured position) and ``velocity`` (largest command
+   speed, and a speed from which the command can still brake before a position limit).
+4. ``acceleration`` and, optionally, ``jerk`` of the command stream.
+5. ``workspace``: the end effector stays in a box, ``min_height`` above the table.
+6. ``collision``: the commanded configuration keeps ``clearance`` from the table and the arm.
+   An unsafe command is replaced by the farthest safe one on the way from the last command
+   (bisection), or the last command is held.
+7. ``watchdog``: state older than ``state_timeout_periods`` (or not finite), or no command for
+   ``command_timeout_periods``: hold position, then (``on_timeout: release``) release torque.
+8. ``estop``: a latched emergency stop (:mod:`hardware.estop`) holds position until reset.
+
+Rules 7 and 8 are checked first: when either applies the command is the *hold* (the measured
+position when the stop began, within the position limits) and rules 1-6 do not run. Rules 2-4
+are intervals per joint (:mod:`hardware.rules`); a rule lower in the order yields only where
+it cannot hold together with the ones above it, and :attr:`ShieldResult.yielded` names it.
+
+:class:`ShieldedRobot` puts a shield in front of any :class:`hardware.robot.Robot`; its
+``send_command`` returns what was sent, so the env stores the executed action.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from hardware.estop import EStop
+from hardware.robot import JointLimits, Robot, RobotState
+from hardware.rules import ArmGeometry, CommandHistory, intersect, joint_intervals
+from hardware.shield_config import ShieldConfig, ShieldSettings, WatchdogSettings
+from hardware.watchdog import WatchdogThread
+
+__all__ = ["RULES", "ArmGeometry", "EStop", "Shield", "ShieldConfig", "ShieldResult",
+           "ShieldSettings", "ShieldedRobot", "move_to"]
+
+RULES = ("nonfinite", "position", "step", "velocity", "acceleration", "jerk", "workspace",
+         "collision", "watchdog", "estop")
+BISECTIONS = 8  # rules 5-6: the safe fraction of a step is found to 1/256
+
+
+@dataclass(frozen=True)
+class ShieldResult:
+    """What the shield let through.
+
+    Attributes:
+        command: ``[J]`` the joint positions to send (rad).
+        reasons: names of the rules that changed the proposal, in rule order (see ``RULES``).
+        stopped: the command is a hold of rule 7 or 8 (rules 1-6 did not run).
+        yielded: joint rules that could not hold together with those above them.
+    """
+
+    command: np.ndarray
+    reasons: tuple[str, ...]
+    stopped: bool = False
+    yielded: tuple[str, ...] = ()
+
+
+class Shield:
+    """The rules of the module docstring for one robot.
+
+    Args:
+        config: the robot's limits (:class:`~hardware.shield_config.ShieldConfig`).
+        control_period: seconds between commands (``dt`` of the rate rules).
+        geometry: kinematics and collisions for rules 5-6; ``None`` switches them off.
+        collision: run rule 6 (needs ``geometry``).
+        watchdog: rule 7's settings; ``estop``: rule 8's stop (a fresh one by default).
+    """
+
+    def __init__(self, config: ShieldConfig, control_period: float,
+                 geometry: ArmGeometry | None = None, collision: bool = True,
+                 watchdog: WatchdogSettings | None = None, estop: EStop | None = None) -> None:
+        self.config, self.dt, self.geometry = config, float(control_period), geometry
+        self.collision = collision and geometry is not None
+        self.workspace = config.workspace if geometry is not None else None
+        self.watchdog = watchdog if watchdog is not None else WatchdogSettings()
+        self.estop = estop if estop is not None else EStop()
+        self.counts = dict.fromkeys(RULES, 0)
+        self.ticks = 0
+        self.history: CommandHistory | None = None
+        self.last_command_time: float | None = None
+        self.holding: str | None = None  # the rule holding position, if any
+        self.hold_since: float | None = None
+        self.released = False  # torque released by the watchdog; cleared by restart()
+        self.lower = config.lower + config.margin  # [J] the commands' position range (rad)
+        self.upper = config.upper - config.margin
+
+    # ------------------------------------------------------------------------ the filter
+    def filter(self, proposed: np.ndarray, state: RobotState, now: float) -> ShieldResult:
+        """The command to send for ``proposed`` ``[J]`` (rad) given the latest ``state`` and
+        ``now`` on the clock of ``state.stamp`` (s)."""
+        if self.history is None:
+            self.restart(state, now)
+        self.ticks += 1
+        self.last_command_time = now  # the command stream is alive (rule 7)
+        stop = self.stop_reason(state, now)
+        if stop is not None:
+            return self.hold(stop, state, now)
+        if self.holding is not None:  # the stop is over: start again from the hold, at rest
+            self.holding = self.hold_since = None
+        p = np.asarray(proposed, dtype=np.float64)
+        if p.shape != self.history.command.shape:
+            raise ValueError(f"proposed command has shape {p.shape}, expected "
+                             f"{self.history.command.shape} for joints "
+                             f"{list(self.config.joint_names)}")
+        reasons = []
+        if not np.isfinite(p).all():
+            p, reasons = self.history.command.copy(), ["nonfinite"]
+        q = np.asarray(state.position, dtype=np.float64)
+        intervals = joint_intervals(self.config, q, self.history, self.dt)
+        cumulative, yielded = intersect(intervals)
+        c = p
+        for name, lo, hi in cumulative:
+            clipped = np.clip(c, lo, hi)
+            if np.any(clipped != c):
+                reasons.append(name)
+            c = clipped
+        if self.geometry is not None and (self.collision or self.workspace is not None):
+            c, unsafe, held = self._geometry(c, intervals, cumulative[-1][1:])
+            if unsafe is not None:
+                reasons.append(unsafe)
+                yielded = yielded + held
+        for name in reasons:
+            self.counts[name] += 1
+        self.history = self.history.advanced(c, self.dt)
+        return ShieldResult(c.copy(), tuple(reasons), False, yielded)
+
+    def stop_reason(self, state: RobotState, now: float) -> str | None:
+        """``"estop"``, ``"watchdog"`` (released torque, state stale or not finite), or None."""
+        if self.estop.poll():
+            return "estop"
+        if self.released:
+            return "watchdog"
+        q = np.asarray(state.position)
+        if not np.isfinite(q).all() or not math.isfinite(state.stamp):
+            return "watchdog"
+        if now - state.stamp > self.watchdog.state_timeout_periods * self.dt:
+            return "watchdog"
+        return None
+
+    def command_stale(self, now: float) -> bool:
+        """Rule 7: no command for more than ``command_timeout_periods`` periods."""
+        last = self.last_command_time
+        return last is not None and now - last > self.watchdog.command_timeout_periods * self.dt
+
+    def hold(self, reason: str, state: RobotState, now: float) -> ShieldResult:
+        """Hold position for rule ``reason``: the measured position at the start of the stop
+        (within the position limits), sent every tick until the stop ends."""
+        if self.holding is None:
+            q = np.asarray(state.position, dtype=np.float64)
+            at = np.clip(q, self.lower, self.upper) if np.isfinite(q).all() \
+                else self.history.command
+            self.history = CommandHistory.at_rest(at)
+            self.hold_since = now
+        self.holding = reason
+        self.counts[reason] += 1
+        return ShieldResult(self.history.command.copy(), (reason,), True)
+
+    def restart(self, state: RobotState, now: float) -> None:
+        """Start a new command stream at the measured position (after a reset); a latched
+        e-stop stays latched, a torque release is cleared."""
+        q = np.asarray(state.position, dtype=np.float64)
+        start = np.clip(q, self.lower, self.upper) if np.isfinite(q).all() \
+            else (self.lower + self.upper) / 2
+        self.history = CommandHistory.at_rest(start)
+        self.last_command_time = now
+        self.holding = self.hold_since = None
+        self.released = False
+
+    # ------------------------------------------------------------------- rules 5 and 6
+    def unsafe(self, start: np.ndarray, end: np.ndarray) -> str | None:
+        """``"workspace"`` or ``"collision"`` if a configuration on the way from ``start`` to
+        ``end`` (``collision_points`` of them, ``end`` included) breaks rule 5 or 6."""
+        n, geometry, ws = self.config.collision_points, self.geometry, self.workspace
+        for k in range(1, n + 1):
+            x = end if k == n else start + (k / n) * (end - start)
+            if ws is not None and not ws.contains(geometry.ee_position(x)):
+                return "workspace"
+            if self.collision and geometry.collides(x):
+                return "collision"
+        return None
+
+    def _geometry(self, c: np.ndarray, intervals: list[tuple[str, np.ndarray, np.ndarray]],
+                  bounds: tuple[np.ndarray, np.ndarray]
+                  ) -> tuple[np.ndarray, str | None, tuple[str, ...]]:
+        """``c`` if safe; else the farthest safe point on the way towards ``c`` from the
+        joint-feasible point nearest the last command (all joint rules hold on the way: their
+        intersection is a box); else the last command, held (the joint rules it breaks are
+        returned as yielded)."""
+        last, (lo, hi) = self.history.command, bounds
+        unsafe = self.unsafe(last, c)
+        if unsafe is None:
+            return c, None, ()
+        if self.unsafe(last, last) is not None:
+            # the last command is unsafe itself (a hold at a measured position near the
+            # table): any safe configuration is a way out; else hold
+            return (c, None, ()) if self.unsafe(c, c) is None else (last.copy(), unsafe, ())
+        base = np.clip(last, lo, hi)
+        if np.array_equal(base, last) or self.unsafe(last, base) is None:
+            good, bad = 0.0, 1.0
+            for _ in range(BISECTIONS):
+                mid = (good + bad) / 2
+                if self.unsafe(last, base + mid * (c - base)) is None:
+                    good = mid
+                else:
+                    bad = mid
+            return base + good * (c - base), unsafe, ()
+        held = tuple(name for name, a, b in intervals if np.any((last < a) | (last > b)))
+        return last.copy(), unsafe, held
+
+    # ------------------------------------------------------------------------ figures
+    def summary(self) -> dict[str, int]:
+        """``{"shield_ticks": n, "shield_<rule>": count, ...}`` for the run's metrics."""
+        return {"shield_ticks": self.ticks, **{f"shield_{k}": v for k, v in self.counts.items()}}
+
+
+class ShieldedRobot:
+    """A :class:`hardware.robot.Robot` whose every command goes through a :class:`Shield`.
+
+    Args:
+        robot: the backend (twin, serial bus, ROS 2 transport).
+        shield: the shield for it.
+        clock: ``now`` on the clock of the backend's state stamps; default
+            ``time.monotonic`` (hardware), the twin passes its simulated time.
+        slow_reset: :meth:`reset` moves to the pose through the shield at ``home_speed``
+            (hardware); else the backend's own ``reset`` runs (the twin teleports).
+        watchdog_thread: also check the command stream from a thread every period
+            (:mod:`hardware.watchdog`), for a loop that stalls entirely (hardware clocks).
+
+    ``advance`` also runs rule 7's command watchdog: when no command came for
+    ``command_timeout_periods`` it sends the hold, and with ``on_timeout: release`` calls the
+    backend's optional ``release_torque()`` after ``release_after_s``. Other attributes
+    (``home_position``, ``render``, ...) are the backend's.
+    """
+
+    def __init__(self, robot: Robot, shield: Shield, clock: Callable[[], float] | None = None,
+                 slow_reset: bool = False, watchdog_thread: bool = False) -> None:
+        self.robot, self.shield = robot, shield
+        self.clock = clock if clock is not None else time.monotonic
+        self.slow_reset = slow_reset
+        self.last_result: ShieldResult | None = None
+        self._state: RobotState | None = None
+        self._lock = threading.RLock()  # commands from the loop and the watchdog thread
+        self._thread = WatchdogThread(self) if watchdog_thread else None
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("robot", "shield"):  # not set yet (unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.robot, name)
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return self.robot.joint_names
+
+    @property
+    def limits(self) -> JointLimits:
+        return self.robot.limits
+
+    @property
+    def control_period(self) -> float:
+        return self.robot.control_period
+
+    def connect(self) -> None:
+        """Connect the backend, start the command stream there (and the watchdog thread)."""
+        self.robot.connect()
+        if self.shield.history is None:
+            self.shield.restart(self.read_state(), self.clock())
+        if self._thread is not None and not self._thread.alive:
+            self._thread.start()
+
+    def disconnect(self) -> None:
+        if self._thread is not None:
+            self._thread.stop()
+        self.robot.disconnect()
+
+    def read_state(self) -> RobotState:
+        """The backend's state; the shield judges the next command against it."""
+        self._state = self.robot.read_state()
+        return self._state
+
+    def send_command(self, position: np.ndarray) -> np.ndarray:
+        """Filter ``[J]`` ``position`` through the shield, send the result; return the ``[J]``
+        command actually sent. :attr:`last_result` holds the reasons."""
+        with self._lock:
+            state = self._state if self._state is not None else self.read_state()
+            result = self.shield.filter(position, state, self.clock())
+            self.last_result = result
+            return np.asarray(self.robot.send_command(result.command), dtype=np.float64)
+
+    def advance(self) -> None:
+        """:meth:`guard`, then the backend's tick."""
+        self.guard()
+        self.robot.advance()
+
+    def guard(self) -> None:
+        """Rule 7's command watchdog (and a stop latched since the last command): send the
+        hold when due. Called by :meth:`advance` and by the watchdog thread."""
+        with self._lock:
+            now = self.clock()
+            stale = self.shield.command_stale(now)
+            if not (stale or self.shield.estop.poll()):
+                return
+            state = self._state if self._state is not None else self.read_state()
+            result = self.shield.hold("watchdog" if stale else "estop", state, now)
+            self.last_result = result
+            self.robot.send_command(result.command)
+            if stale:
+                self._maybe_release(now)
+
+    def _maybe_release(self, now: float) -> None:
+        wd, shield = self.shield.watchdog, self.shield
+        if wd.on_timeout != "release" or shield.released or shield.hold_since is None:
+            return
+        if now - shield.hold_since >= wd.release_after_s:
+            release = getattr(self.robot, "release_torque", None)
+            if release is not None:
+                release()
+            shield.released = True  # held (rule 7) until the next reset
+
+    def reset(self, position: np.ndarray, rng: np.random.Generator | None = None) -> RobotState:
+        """Bring the arm to ``[J]`` ``position``: through the shield at ``home_speed`` when
+        ``slow_reset``, else by the backend. A latched e-stop holds the arm where it is."""
+        if self.shield.estop.poll():
+            state = self.read_state()
+            self.robot.send_command(self.shield.hold("estop", state, self.clock()).command)
+            return state
+        if self.shield.released:
+            enable = getattr(self.robot, "enable_torque", None)
+            if enable is not None:
+                enable()
+        if not self.slow_reset:
+            self._state = self.robot.reset(position, rng)
+            self.shield.restart(self._state, self.clock())
+            return self._state
+        self.shield.restart(self.read_state(), self.clock())
+        return move_to(self, position)
+
+
+def move_to(robot: ShieldedRobot, target: np.ndarray, speed: float | None = None,
+            settle_s: float = 1.0, settle_speed: float = 0.05) -> RobotState:
+    """Step commands from the last one towards ``[J]`` ``target`` at ``speed`` rad/s (the
+    limits file's ``home_speed`` by default; all joints arrive together), through the shield,
+    then wait up to ``settle_s`` for joint speeds below ``settle_speed``. Stops early, where
+    it is, when the e-stop latches. Returns the last state."""
+    shield = robot.shield
+    speed = float(speed if speed is not None else shield.config.home_speed)
+    dt = robot.control_period
+    target = np.clip(np.asarray(target, dtype=np.float64), shield.lower, shield.upper)
+    command = shield.history.command.copy()
+    distance = float(np.max(np.abs(target - command)))
+    ticks = 2 * math.ceil(distance / (speed * dt)) + math.ceil(settle_s / dt) + 10
+    state = robot.read_state()
+    for _ in range(ticks):
+        delta = target - command
+        biggest = float(np.max(np.abs(delta)))
+        proposal = target if biggest <= speed * dt else command + delta * (speed * dt / biggest)
+        command = robot.send_command(proposal)
+        robot.advance()
+        state = robot.read_state()
+        if shield.estop.latched:
+            break
+        if np.array_equal(command, target) and np.max(np.abs(state.velocity)) < settle_speed:
+            break
+    return state
