@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from agent.ensemble import ProbabilisticEnsemble, predict
-from agent.math import ensemble_disagreement, mopo_penalty
+from agent.math import ensemble_disagreement, mopo_penalty, mopo_reward
 
 Policy = Callable[[torch.Tensor], torch.Tensor]  # obs [B, D] -> action [B, A]
 RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # -> [B]
@@ -37,7 +37,7 @@ def _step(model: ProbabilisticEnsemble, elites: Sequence[int], policy: Policy,
     pred = predict(model, obs, action, elites, generator, chunk_size)
     penalty = mopo_penalty(pred.member_std)  # [B]
     reward = pred.reward if reward_fn is None else reward_fn(obs, action, pred.next_obs)
-    reward = reward - penalty_coef * penalty
+    reward = mopo_reward(reward, pred.member_std, penalty_coef)
     if termination_fn is None:
         terminated = torch.zeros(obs.shape[0], dtype=torch.bool, device=obs.device)
     else:
