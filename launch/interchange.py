@@ -4,8 +4,8 @@ and Minari datasets on disk.
 rosbag2 import. A ros2_control arm records ``sensor_msgs/msg/JointState`` on the state topic
 and ``std_msgs/msg/Float64MultiArray`` (the forward position controller's command, one value
 per joint in ``joints`` order) on the command topic. Both are resampled on a grid at the
-control rate, ``t_k = t_0 + k / control_hz`` (``t_0`` = the first time both topics have a
-message), each by zero-order hold on the bag's receive timestamps:
+control rate, ``t_k = t_0 + k / control_hz`` from the first joint state to the last, each by
+zero-order hold on the bag's receive timestamps:
 
 - ``obs_k = [q, qdot]`` of the newest joint state at or before ``t_k``;
 - the command of step ``k`` is the newest command before ``t_{k+1}`` (sent after reading
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -86,8 +87,7 @@ def import_rosbag2(path: str | Path, joints: list[str], control_hz: float,
         raise DatasetError(f"{path}: {command_topic} has {cmd.shape[1]} values per message, "
                            f"expected one per joint of {joints}")
     period = round(1e9 / control_hz)
-    t0 = max(s_t[0], c_t[0])
-    ticks = np.arange(t0, s_t[-1] + 1, period, dtype=np.int64)
+    ticks = np.arange(s_t[0], s_t[-1] + 1, period, dtype=np.int64)
     if len(ticks) < 2:
         raise DatasetError(f"{path}: the recording is shorter than two control periods")
     si = _hold(s_t, ticks, strict=False)  # state at t_k
@@ -163,7 +163,8 @@ def export_minari(dataset: Dataset, dataset_id: str, root: str | Path | None = N
                 for i, (a, b) in enumerate(dataset.episode_bounds())]
     if not episodes:
         raise DatasetError(f"{meta.source}: no complete episode to export")
-    with _minari_root(root):
+    with _minari_root(root), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # optional fields (author email, ...)
         out = minari.create_dataset_from_buffers(
             dataset_id, episodes,
             observation_space=gym.spaces.Box(-np.inf, np.inf, (meta.obs_dim,), np.float32),
@@ -188,16 +189,18 @@ def import_minari(dataset_id: str, root: str | Path | None = None, task: str | N
                                f"{root or 'the Minari root'} ({str(err).splitlines()[0]})") \
                 from None
         low, high = mds.action_space.low, mds.action_space.high
+        unit = bool(np.all(low == -1.0) and np.all(high == 1.0))
         rows: dict[str, list] = {k: [] for k in ("obs", "action", "reward", "next_obs",
                                                  "terminated", "truncated")}
         for ep in mds.iterate_episodes():
             o = np.asarray(ep.observations, dtype=np.float32)
             for k, v in (("obs", o[:-1]), ("next_obs", o[1:]),
-                         ("action", 2 * (np.asarray(ep.actions) - low) / (high - low) - 1),
+                         ("action", ep.actions if unit
+                          else 2 * (np.asarray(ep.actions) - low) / (high - low) - 1),
                          ("reward", ep.rewards), ("terminated", ep.terminations),
                          ("truncated", ep.truncations)):
                 rows[k].append(np.asarray(v))
-        description = mds.spec.description or ""
+        description = str(mds.storage.metadata.get("description") or "")
         env_id = mds.spec.env_spec.id if mds.spec.env_spec is not None else None
     meta = _minari_meta(description, dataset_id, task or env_id or dataset_id, robot,
                         control_hz, rows["obs"][0].shape[1], rows["action"][0].shape[1])
