@@ -110,3 +110,34 @@ def test_collect_then_info_and_clear_errors(tmp_path: Path, capsys) -> None:
     assert "obs_dim=4" in err and len(err.splitlines()) == 1
     assert main(["collect", "policy=medium", "task=hopper", f"out={tmp_path / 'h.npz'}"]) == 2
     assert "not an ArmReach task" in capsys.readouterr().err
+
+
+def test_import_run_takes_the_checkpoint_replay_or_the_longer_log(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    from agent.checkpoint import save_checkpoint
+    from agent.runtime.replay_log import ReplayLog
+    from mbpo_launch.datasets import import_run
+
+    ds = make_dataset(n_episodes=2, length=10)
+    OmegaConf.save(OmegaConf.create({"backend_name": "mujoco", "seed": 3,
+                                     "task": {"id": "ArmReach-v0"},
+                                     "backend": {"control_hz": 50.0},
+                                     "agent": {"algo": "mbpo"}}), tmp_path / "config.yaml")
+    with pytest.raises(DatasetError, match="no transitions yet"):
+        import_run(tmp_path)
+    save_checkpoint(tmp_path, 20, {}, {"replay": ds.to_replay(capacity=100)})
+    got = import_run(tmp_path)
+    assert len(got) == 20 and got.meta.control_hz == 50.0 and got.meta.task == "ArmReach-v0"
+    np.testing.assert_array_equal(got.data["obs"], ds.data["obs"])
+    assert got.episode_bounds() == ds.episode_bounds()
+    log = ReplayLog.open(tmp_path / "replay.log", 4, 2)
+    for i in range(20):
+        log.append(*(ds.data[k][i] for k in ("obs", "action", "reward", "next_obs",
+                                             "terminated", "truncated")))
+    log.append(ds.data["obs"][0], ds.data["action"][0], 1.0, ds.data["obs"][1], False, True)
+    log.close()
+    got = import_run(tmp_path)
+    assert len(got) == 21 and got.data["reward"][-1] == 1.0
+    with pytest.raises(DatasetError, match="not a run directory"):
+        import_run(tmp_path / "checkpoints")
