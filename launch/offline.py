@@ -131,6 +131,17 @@ def finetune_config(rc: RunConfig) -> RunConfig:
     return dataclasses.replace(rc, agent=dataclasses.replace(rc.agent, sac=sac, mbpo=mbpo))
 
 
+def load_policy(sac: Any, run_dir: str | Path) -> None:
+    """The policy (actor and observation normalizer) of ``run_dir``'s newest checkpoint into
+    ``sac``: the async actor's start when fine-tuning."""
+    from agent.checkpoint import latest_checkpoint, load_checkpoint
+
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise ConfigError(f"init_from={run_dir}: no checkpoint there")
+    sac.load_policy_state_dict(load_checkpoint(ckpt, buffer_names=())[0]["sac"])
+
+
 def init_run(run: Any, rc: RunConfig) -> None:
     """Load ``rc.init_from`` into the freshly built ``run`` (see
     :func:`agent.mopo.init_from_run`) and log what was loaded."""
