@@ -94,8 +94,10 @@ def plot(result: dict, out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    ax = axes[0]
+    online_part = bool(result.get("finetune"))
+    fig, axes = plt.subplots(1, 2 if online_part else 1, figsize=(11 if online_part else 6, 4),
+                             squeeze=False)
+    ax = axes[0][0]
     for key, color in (("mopo", "tab:blue"), ("nopenalty", "tab:red")):
         for i, r in enumerate(result[key].values()):
             if r.get("curve"):
@@ -106,7 +108,12 @@ def plot(result: dict, out: Path) -> None:
     ax.set(xlabel="SAC updates (offline)", ylabel="eval success rate", ylim=(-0.05, 1.05),
            title="ArmReach-v0 medium: offline")
     ax.legend()
-    ax = axes[1]
+    if not online_part:
+        fig.tight_layout()
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        return
+    ax = axes[0][1]
     for key, color in (("finetune", "tab:blue"), ("scratch", "tab:gray")):
         for i, r in enumerate(result.get(key, {}).values()):
             if r.get("curve"):
@@ -115,8 +122,7 @@ def plot(result: dict, out: Path) -> None:
     ax.axhline(result["target"], color="k", ls=":")
     ax.set(xlabel="online env steps", ylabel="eval success rate", ylim=(-0.05, 1.05),
            title="fine-tune from MOPO vs MBPO from scratch")
-    if result.get("finetune"):
-        ax.legend()
+    ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
@@ -167,11 +173,14 @@ def report(result: dict) -> None:
     d = result["dataset"]
     print(f"\ndataset: {d['transitions']} transitions, {d['episodes']} episodes, behaviour "
           f"success {d['behaviour_success_rate']:.2f}, return {d['behaviour_return']:.2f}")
-    print(f"{'method':<12} {'per seed (final eval success)':<34} {'mean':>6} {'median':>7}")
+    print(f"{'method':<12} {'per seed (final eval success)':<34} {'mean':>6} {'median':>7} "
+          f"{'mean return':>12}")
     for key in ("mopo", "nopenalty"):
-        vals = [r["final"] for r in result[key].values() if r["final"] is not None]
+        done = [r for r in result[key].values() if r["final"] is not None]
+        vals = [r["final"] for r in done]
         shown = ", ".join(f"{v:.2f}" for v in vals)
-        stats = f"{mean(vals):6.2f} {median(vals):7.2f}" if vals else f"{'-':>6} {'-':>7}"
+        stats = (f"{mean(vals):6.2f} {median(vals):7.2f} "
+                 f"{mean(r['final_return'] for r in done):12.2f}") if vals else "-"
         print(f"{key:<12} {shown:<34} {stats}")
     for key in ("finetune", "scratch"):
         if key in result:
