@@ -123,3 +123,24 @@ def ensemble_disagreement(mean: torch.Tensor) -> torch.Tensor:
         for j in range(i + 1, mean.shape[0]):
             out = torch.maximum(out, (mean[i] - mean[j]).norm(dim=-1))
     return out
+
+
+def mopo_reward(reward: torch.Tensor, std: torch.Tensor, penalty_coef: float) -> torch.Tensor:
+    """MOPO's uncertainty-penalised reward ``r - lambda * max_i ||Sigma_i(s, a)||_F``
+    (Yu et al. 2020, eq. 5 with the heuristic ``u(s, a)`` of sec. 4.3).
+
+    Args:
+        reward: ``[B]``; std: ``[E, B, D]`` each member's predicted std.
+    Returns:
+        ``[B]``.
+    """
+    return reward - penalty_coef * mopo_penalty(std)
+
+
+def annealed_penalty(penalty_coef: float, step: int, anneal_steps: int) -> float:
+    """The MOPO lambda ``step`` env steps into fine-tuning: linear from ``penalty_coef`` to 0
+    over ``anneal_steps`` (``anneal_steps=0``: constant). Online data makes the offline
+    pessimism unnecessary where the policy now goes."""
+    if anneal_steps <= 0:
+        return float(penalty_coef)
+    return float(penalty_coef) * max(0.0, 1.0 - step / anneal_steps)

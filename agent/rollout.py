@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from agent.ensemble import ProbabilisticEnsemble, predict
-from agent.math import ensemble_disagreement, mopo_penalty
+from agent.math import ensemble_disagreement, mopo_penalty, mopo_reward
 
 Policy = Callable[[torch.Tensor], torch.Tensor]  # obs [B, D] -> action [B, A]
 RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # -> [B]
@@ -39,7 +39,7 @@ def _step(model: ProbabilisticEnsemble, elites: Sequence[int], policy: Policy,
     next_obs = pred.next_obs if derive_fn is None else derive_fn(obs, pred.next_obs)
     penalty = mopo_penalty(pred.member_std)  # [B]
     reward = pred.reward if reward_fn is None else reward_fn(obs, action, next_obs)
-    reward = reward - penalty_coef * penalty
+    reward = mopo_reward(reward, pred.member_std, penalty_coef)
     if termination_fn is None:
         terminated = torch.zeros(obs.shape[0], dtype=torch.bool, device=obs.device)
     else:

@@ -59,6 +59,7 @@ class MBPOConfig:
     retain_epochs: int = 1  # epochs of model rollouts kept in the model buffer
     real_ratio: float = 0.05  # fraction of real transitions in each SAC batch
     penalty_coef: float = 0.0  # MOPO lambda: reward - lambda * max member std norm
+    penalty_anneal_steps: int = 0  # lambda falls linearly to 0 over these env steps; 0: constant
     max_disagreement: float | None = None  # stop a branch beyond this elite discrepancy
     report_horizons: tuple[int, ...] = (1, 5, 10)  # multi-step error horizons in the report
     rollout_chunk: int | None = 4096  # rows per ensemble pass on CPU; null for one pass
@@ -78,6 +79,9 @@ class MBPOConfig:
             raise ValueError(f"agent.mbpo.real_ratio must be in [0, 1], got {self.real_ratio}")
         if self.penalty_coef < 0:
             raise ValueError(f"agent.mbpo.penalty_coef must be >= 0, got {self.penalty_coef}")
+        if self.penalty_anneal_steps < 0:
+            raise ValueError("agent.mbpo.penalty_anneal_steps must be >= 0, got "
+                             f"{self.penalty_anneal_steps}")
 
     def model_buffer_capacity(self, horizon: int) -> int:
         """Retention epochs x rollouts per epoch x rollout batch x horizon (MBPO's sizing)."""

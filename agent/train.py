@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from agent.ensemble_train import multistep_error, train_ensemble
-from agent.math import rollout_horizon
+from agent.math import annealed_penalty, rollout_horizon
 from agent.replay import ReplayBuffer
 from agent.rollout import branched_rollout
 from agent.run import Run, evaluate_policy, save_run
@@ -127,7 +127,8 @@ def rollout_model(run: Run) -> dict[str, float]:
     start = run.replay.sample(cfg.rollout_batch, run.rng).obs.numpy()
     data, stats = branched_rollout(
         model.ensemble, model.elites, run.sac.policy_tensor, start, model.horizon,
-        model.reward_fn, model.termination_fn, run.generator, cfg.penalty_coef,
+        model.reward_fn, model.termination_fn, run.generator,
+        annealed_penalty(cfg.penalty_coef, run.counters.env_steps, cfg.penalty_anneal_steps),
         cfg.max_disagreement, cfg.rollout_chunk, model.derive_fn)
     finite = np.isfinite(data["next_obs"]).all(-1) & np.isfinite(data["reward"])
     if finite.any():

@@ -17,6 +17,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from agent.ensemble import EnsembleConfig
 from agent.logger import LoggerConfig
+from agent.mopo import FinetuneConfig, MOPOConfig
 from agent.run import MBPOConfig, TrainerConfig
 from agent.runtime.config import RuntimeConfig
 from agent.sac import SACConfig
@@ -46,6 +47,8 @@ class AgentConfig:
     sac: SACConfig = field(default_factory=SACConfig)  # the policy optimizer
     model: EnsembleConfig | None = None  # the dynamics ensemble (mbpo)
     mbpo: MBPOConfig | None = None  # the model-based schedule (mbpo)
+    mopo: MOPOConfig | None = None  # offline pretraining (mbpo-arm pretrain)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # used with init_from
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -69,6 +72,7 @@ class RunConfig:
     device: str = "cpu"
     run_dir: str | None = None
     resume: str | None = None
+    init_from: str | None = None  # a pretrained (or any) run to start from
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # sync loop, or async actor
     shield: ShieldSettings = field(default_factory=ShieldSettings)  # the safety shield
 
@@ -88,7 +92,7 @@ def validate(cfg: DictConfig, backend_name: str) -> RunConfig:
              "agent": AgentConfig, "trainer": TrainerConfig, "logger": LoggerConfig,
              "runtime": RuntimeConfig, "shield": ShieldSettings}
     built = {name: _typed(name, schema, cfg.get(name, {})) for name, schema in parts.items()}
-    top = {k: cfg.get(k) for k in ("seed", "device", "run_dir", "resume")}
+    top = {k: cfg.get(k) for k in ("seed", "device", "run_dir", "resume", "init_from")}
     extra = set(cfg.keys()) - set(parts) - set(top) - {"hydra"}
     if extra:
         raise ConfigError(f"{sorted(extra)[0]} is not a config key; top-level keys are "
@@ -103,7 +107,7 @@ def validate(cfg: DictConfig, backend_name: str) -> RunConfig:
     if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
         raise ConfigError(f"device={device} is not allowed; choose cpu, cuda, cuda:N or mps")
     return RunConfig(backend_name=backend_name, **built, seed=top["seed"], device=device,
-                     run_dir=top["run_dir"], resume=top["resume"])
+                     run_dir=top["run_dir"], resume=top["resume"], init_from=top["init_from"])
 
 
 def _typed(prefix: str, schema: type, node: Any) -> Any:

@@ -255,6 +255,11 @@ class ShieldedRobot:
         self._lock = threading.RLock()  # commands from the loop and the watchdog thread
         self._thread = WatchdogThread(self) if watchdog_thread else None
 
+    def __deepcopy__(self, memo: dict) -> ShieldedRobot:
+        """A robot is one physical thing: a copy (gymnasium deep-copies an env spec's
+        arguments) is the same robot, its shield and its watchdog thread."""
+        return self
+
     def __getattr__(self, name: str) -> Any:
         if name in ("robot", "shield"):  # not set yet (unpickling): no recursion
             raise AttributeError(name)

@@ -5,6 +5,8 @@
     mbpo-arm eval P --episodes N --json [--video out.mp4]
     mbpo-arm train --backend serial robot=so101 port=/dev/ttyACM0
     mbpo-arm calibrate robot=so101 port=/dev/ttyACM0
+    mbpo-arm collect / pretrain / dataset ...    (offline data and MOPO: mbpo_launch.offline)
+    mbpo-arm train init_from=P ...               (fine-tune a pretrained run)
 
 Nothing else in the project imports across layers upward; this module wires them.
 """
@@ -110,8 +112,10 @@ def train(overrides: list[str]) -> dict[str, Any]:
     from agent.logger import plot_learning_curve
     from agent.run import restore
     from agent.train import train as train_loop
+    from mbpo_launch.offline import finetune_config
 
     rc, cfg = load_run_config(overrides)
+    rc = finetune_config(rc)
     run_dir = Path(rc.run_dir or default_run_dir(rc))
     run_dir.mkdir(parents=True, exist_ok=True)
     if not rc.resume:
@@ -251,11 +255,16 @@ def build_run(rc: RunConfig, run_dir: Path) -> Any:
         rc.task, rc.backend_name, rc.backend, shield=rc.shield)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     logger = RunLogger(run_dir, rc.logger, _plain(rc), rc.trainer.total_steps)
-    return Run(env=env, eval_env=eval_env, sac=sac,
-               replay=ReplayBuffer(rc.trainer.replay_capacity, obs_dim, act_dim),
-               cfg=rc.trainer, sac_cfg=rc.agent.sac, rng=np.random.default_rng(rc.seed),
-               generator=sac.generator, logger=logger, run_dir=run_dir, seed=rc.seed,
-               device=sac.device, model=build_model(rc, env) if rc.agent.algo == "mbpo" else None)
+    run = Run(env=env, eval_env=eval_env, sac=sac,
+              replay=ReplayBuffer(rc.trainer.replay_capacity, obs_dim, act_dim),
+              cfg=rc.trainer, sac_cfg=rc.agent.sac, rng=np.random.default_rng(rc.seed),
+              generator=sac.generator, logger=logger, run_dir=run_dir, seed=rc.seed,
+              device=sac.device, model=build_model(rc, env) if rc.agent.algo == "mbpo" else None)
+    if rc.init_from:
+        from mbpo_launch.offline import init_run
+
+        init_run(run, rc)
+    return run
 
 
 def build_model(rc: RunConfig, env: Any) -> Any:
@@ -328,16 +337,33 @@ def main(argv: list[str] | None = None) -> int:
     p_eval.add_argument("--json", action="store_true", help="print one JSON object")
     p_eval.add_argument("--video", type=Path, help="record a .gif or .mp4 from the twin")
     p_eval.add_argument("--device", default="cpu")
+    for name, text in (("collect", "make a dataset in the twin (policy=random|medium|expert|"
+                        "checkpoint|mixed out=PATH)"),
+                       ("pretrain", "MOPO on a dataset, no robot time (dataset=PATH)")):
+        sub.add_parser(name, help=text).add_argument("--backend")
+    sub.add_parser("dataset", help="dataset info, import (run, rosbag2, Minari), export",
+                   add_help=False)
     args, rest = parser.parse_known_args(argv)
     try:
-        if args.command == "train":
+        if args.command in ("train", "collect", "pretrain"):
+            from mbpo_launch import offline
+
             bad = [r for r in rest if "=" not in r]
             if bad:
                 raise ConfigError(f"{bad[0]!r} is not an override; write key=value")
             overrides = ([f"backend={args.backend}"] if args.backend else []) + rest
-            train(expand_shorthands(overrides))
+            {"train": train, "collect": offline.collect,
+             "pretrain": offline.pretrain}[args.command](expand_shorthands(overrides))
         elif args.command == "calibrate":
             calibrate(expand_shorthands(rest))
+        elif args.command == "dataset":
+            from agent.dataset import DatasetError
+            from mbpo_launch.offline import dataset_command
+
+            try:
+                dataset_command(rest)
+            except (DatasetError, FileNotFoundError) as err:
+                raise ConfigError(str(err).splitlines()[0]) from None
         else:
             if rest:
                 raise ConfigError(f"unknown arguments {rest}")

@@ -83,6 +83,10 @@ def run_async(rc: RunConfig, run_dir: Path, runtime: RuntimeConfig | None = None
     ctx = mp.get_context("spawn")
     actor_rc = dataclasses.replace(paced(rc, runtime, runtime.pacing == "robot"), device="cpu")
     env, policy = build_policy(actor_rc)
+    if rc.init_from:  # act with the pretrained policy (and its normalizer) from the first tick
+        from mbpo_launch.offline import load_policy
+
+        load_policy(policy, rc.init_from)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     log = open_log(run_dir, obs_dim, act_dim, runtime)
     block = create_block(len(flatten(policy.acting_state())))

@@ -1,0 +1,176 @@
+"""Offline pretraining with MOPO, and starting an online run from a pretrained one.
+
+MOPO (Yu et al. 2020, "Model-based Offline Policy Optimization", algorithm 2): fit the
+ensemble on the dataset to convergence, then train SAC on batches mixing ``real_ratio``
+dataset transitions with ``horizon``-step branched model rollouts from dataset states, the
+model reward penalised by ``penalty_coef`` times the largest member's predicted std norm. No
+env step is taken; the twin only evaluates the policy now and then.
+
+The phases of the online loop (:mod:`agent.train`) are reused: ``train_model``,
+``rollout_model``, ``sample_batch``, ``evaluate``, ``checkpoint``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from agent.checkpoint import latest_checkpoint, load_checkpoint
+from agent.dataset import Dataset, check_spec
+from agent.io import atomic_write_text
+from agent.run import MBPOConfig, Run
+from agent.train import checkpoint, evaluate, rollout_model, sample_batch, train_model
+
+PRETRAIN_INFO = "pretrain.json"
+_OPTIMIZERS = ("actor_opt", "critic_opt", "alpha_opt")
+
+
+@dataclass
+class MOPOConfig:
+    """Offline pretraining (Yu et al. 2020, appendix: h in 1-5, lambda in 0.5-5 per dataset)."""
+
+    penalty_coef: float = 1.0  # lambda: reward - lambda * max_i ||Sigma_i(s, a)||
+    horizon: int = 5  # h: model steps per branch
+    rollout_batch: int = 50_000  # dataset start states per rollout
+    rollout_every: int = 1_000  # SAC updates between rollouts
+    retain_rollouts: int = 5  # rollouts kept in the model buffer
+    real_ratio: float = 0.05  # fraction of dataset transitions in each SAC batch
+    gradient_steps: int = 100_000  # SAC updates in all
+    eval_every: int = 5_000  # SAC updates between evaluations in the twin
+    model_max_epochs: int = 1_000  # epoch cap of the (early-stopped) ensemble fit
+
+    def __post_init__(self) -> None:
+        for name in ("horizon", "rollout_batch", "rollout_every", "retain_rollouts",
+                     "gradient_steps", "eval_every", "model_max_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"agent.mopo.{name} must be >= 1, got {getattr(self, name)}")
+        if self.penalty_coef < 0:
+            raise ValueError(f"agent.mopo.penalty_coef must be >= 0, got {self.penalty_coef}")
+        if not 0.0 <= self.real_ratio <= 1.0:
+            raise ValueError(f"agent.mopo.real_ratio must be in [0, 1], got {self.real_ratio}")
+
+    def rollout_config(self, mbpo: MBPOConfig) -> MBPOConfig:
+        """``mbpo`` set up so the shared ``rollout_model`` phase does MOPO's rollouts: a fixed
+        horizon, one rollout per "epoch", ``retain_rollouts`` of them kept."""
+        h = self.horizon
+        return replace(mbpo, rollout_batch=self.rollout_batch, horizon_schedule=(0, 0, h, h),
+                       epoch_length=1, model_train_every=1, retain_epochs=self.retain_rollouts,
+                       real_ratio=self.real_ratio, penalty_coef=self.penalty_coef,
+                       penalty_anneal_steps=0)
+
+
+@dataclass
+class FinetuneConfig:
+    """What ``init_from=<run>`` loads and how online training continues from it."""
+
+    load_optimizers: bool = True  # also load SAC's Adam states (else fresh optimizers)
+    seed_replay: bool = True  # start the replay with the pretrained run's (offline) data
+    penalty_coef: float | None = None  # lambda to start from; None: the pretrained run's
+    penalty_anneal_steps: int = 2_000  # env steps over which lambda falls to 0
+
+    def __post_init__(self) -> None:
+        if self.penalty_anneal_steps < 0:
+            raise ValueError("agent.finetune.penalty_anneal_steps must be >= 0, got "
+                             f"{self.penalty_anneal_steps}")
+        if self.penalty_coef is not None and self.penalty_coef < 0:
+            raise ValueError(f"agent.finetune.penalty_coef must be >= 0, got {self.penalty_coef}")
+
+
+# ------------------------------------------------------------------------------- pretrain
+def pretrain(run: Run, dataset: Dataset, cfg: MOPOConfig, source: str = "") -> dict[str, Any]:
+    """MOPO on ``dataset`` into ``run`` (an MBPO run; its replay receives the dataset).
+
+    Returns the final evaluation with the model report; writes ``pretrain.json`` and a
+    checkpoint (without the model buffer) that ``init_from=`` starts from.
+    """
+    if run.model is None:
+        raise ValueError("pretraining needs an MBPO run (agent=mopo_reach or agent=mopo_hopper)")
+    env = run.env
+    check_spec(dataset, source or "dataset", env.observation_space.shape[0],
+               env.action_space.shape[0])
+    run.replay = dataset.to_replay()
+    model = run.model
+    model.mbpo = cfg.rollout_config(model.mbpo)
+    model.cfg = replace(model.cfg, max_epochs=None, max_epochs_per_train=cfg.model_max_epochs)
+    report = train_model(run)
+    run.sac.fit_obs_normalizer(run.replay.all()["obs"])
+    while run.counters.updates < cfg.gradient_steps:
+        if run.counters.updates % cfg.rollout_every == 0:
+            rollout_model(run)
+        run.last_update = run.sac.update(sample_batch(run))
+        run.counters.updates += 1
+        if run.counters.updates % cfg.eval_every == 0:
+            evaluate(run)
+            run.logger.progress(run.counters.updates, run.last_eval)
+    if not run.last_eval or run.counters.updates % cfg.eval_every:
+        evaluate(run)
+    model.buffer = None  # rollouts are remade from the dataset when fine-tuning starts
+    checkpoint(run)
+    info = {"dataset": source, "dataset_meta": {k: v for k, v in asdict(dataset.meta).items()
+                                                if k != "checksums"},
+            "mopo": asdict(cfg), "penalty_coef": cfg.penalty_coef, "updates":
+            run.counters.updates, "final_eval": run.last_eval, "model_report": report}
+    atomic_write_text(Path(run.run_dir) / PRETRAIN_INFO, json.dumps(info, indent=1))
+    return {**run.last_eval, "updates": run.counters.updates}
+
+
+# ------------------------------------------------------------------------------ fine-tune
+def init_from_run(run: Run, source: str | Path, cfg: FinetuneConfig) -> dict[str, Any]:
+    """Load the ensemble, elites, policy and critics (optimizers by ``cfg``) of run directory
+    ``source`` into the fresh ``run``, seed its replay with ``source``'s data, set the
+    penalty to anneal from the pretrained lambda, and fill the model buffer once, so the
+    first online step already acts on and learns from the pretrained agent.
+
+    Raises:
+        FileNotFoundError: ``source`` has no checkpoint.
+        ValueError: the checkpoint is unreadable or for another obs/action size.
+    """
+    source = Path(source)
+    ckpt = latest_checkpoint(source)
+    if ckpt is None:
+        raise FileNotFoundError(f"init_from={source}: no checkpoint there; give a run "
+                                "directory made by `mbpo-arm pretrain` or `mbpo-arm train`")
+    state, buffers = load_checkpoint(ckpt, ("replay",), map_location=run.device)
+    sac_state = dict(state["sac"])
+    if not cfg.load_optimizers:
+        fresh = run.sac.state_dict()
+        sac_state.update({k: fresh[k] for k in _OPTIMIZERS})
+    run.sac.load_state_dict(sac_state)
+    info = _pretrain_info(source)
+    if cfg.seed_replay and "replay" in buffers:
+        data = buffers["replay"].all()
+        run.replay.add(data["obs"], data["action"], data["reward"], data["next_obs"],
+                       data["terminated"] > 0, data["truncated"] > 0)
+    coef = cfg.penalty_coef if cfg.penalty_coef is not None else info.get("penalty_coef", 0.0)
+    if run.model is not None:
+        _load_model(run, state, source)
+        run.model.mbpo = replace(run.model.mbpo, penalty_coef=float(coef),
+                                 penalty_anneal_steps=cfg.penalty_anneal_steps)
+        if len(run.replay):
+            rollout_model(run)
+    return {"init_from": str(ckpt), "penalty_coef": float(coef),
+            "seeded_transitions": len(run.replay)}
+
+
+def _load_model(run: Run, state: dict[str, Any], source: Path) -> None:
+    if "model" not in state:
+        raise ValueError(f"init_from={source}: the run has no dynamics model (a SAC run); "
+                         "use agent=sac or start from an MBPO/MOPO run")
+    ens = run.model.ensemble
+    theirs = state["model"]["ensemble"]
+    mine = ens.state_dict()
+    bad = [k for k in mine if k not in theirs or theirs[k].shape != mine[k].shape]
+    if bad:
+        raise ValueError(f"init_from={source}: its ensemble does not fit this one (first "
+                         f"mismatch {bad[0]}); use the same task and agent.model sizes")
+    ens.load_state_dict(theirs)
+    run.model.elites = list(state["model"]["elites"])
+
+
+def _pretrain_info(source: Path) -> dict[str, Any]:
+    path = source / PRETRAIN_INFO
+    if not path.exists():
+        return {}
+    return json.loads(path.read_text(encoding="utf-8"))
