@@ -31,6 +31,8 @@ def h(text: str) -> bytes:
     return bytes.fromhex(text)
 
 
+# ROBOTIS e-Manual, "DYNAMIXEL Protocol 2.0", Instruction Details: the Ping, Read and Write
+# examples are the manual's bytes (checked against emanual.robotis.com/docs/en/dxl/protocol2).
 @pytest.mark.parametrize("servo_id,instruction,params,expected", [
     (1, PING, "", "FF FF FD 00 01 03 00 01 19 4E"),
     # Read Present Position (132, 4 bytes) of ID 1
@@ -79,6 +81,8 @@ def test_byte_stuffing_round_trip_and_length() -> None:
     assert status.params == h("FF FF FD 01")
 
 
+# Feetech STS speaks the Protocol 1.0 packet (FF FF id len inst params ~sum): the ping of ID 1
+# is the ROBOTIS RX-28 manual's example 3 (section 4-4, "PING"), the rest hand-computed.
 @pytest.mark.parametrize("servo_id,instruction,params,expected", [
     (1, PING, "", "FF FF 01 02 01 FB"),
     # Read 2 bytes from Present Position (0x38)
