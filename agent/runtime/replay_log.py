@@ -15,10 +15,11 @@ scanning.
 Durability. :meth:`ReplayLog.append` hands the record to the kernel with one unbuffered
 ``os.write``: once it returns, a kill of this process (SIGKILL included) loses nothing. Only a
 power cut or kernel crash can lose what the kernel has not yet written to the disk; ``fsync``
-bounds that to ``fsync_every_records`` appends or ``fsync_every_s`` seconds. The trade-off:
-an ``fsync`` takes ~0.1-10 ms (SSD to SD card) inside the actor's tick, so syncing every
-record at 100 Hz can eat the whole period on slow storage; syncing every 50 records or 1 s
-costs one such stall per second and risks at most that much data on power loss.
+bounds that to about ``fsync_every_records`` appends or ``fsync_every_s`` seconds. The
+``fsync`` runs in a background thread (it releases the GIL), never in the actor's tick: it
+takes ~0.1-10 ms on an idle disk (SSD to SD card), and over a second when it must wait for
+another process's large writes to reach the disk first (a journalling file system commits
+them together: the learner's checkpoints stalled the actor's ticks that way).
 
 A kill mid-``write`` leaves a torn tail (a partial record, or a full-length one whose CRC
 fails): :func:`read_log` ignores it and :meth:`ReplayLog.open` cuts it off before appending
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import time
 import zlib
 from dataclasses import dataclass
@@ -159,6 +161,10 @@ class ReplayLog:
         self.next_seq = next_seq
         self.fsync_every_records, self.fsync_every_s = fsync_every_records, fsync_every_s
         self._unsynced, self._last_sync = 0, time.monotonic()
+        self._due, self._closing = threading.Event(), False
+        self._syncer = threading.Thread(target=self._sync_loop, name="replay-log-fsync",
+                                        daemon=True)
+        self._syncer.start()
 
     @classmethod
     def open(cls, path: str | Path, obs_dim: int, act_dim: int, fsync_every_records: int = 50,
@@ -187,7 +193,8 @@ class ReplayLog:
     def append(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray,
                terminated: bool, truncated: bool) -> bytes:
         """Write one transition as record ``next_seq`` (one ``os.write``, no user-space
-        buffer), ``fsync`` when due; returns the record's bytes."""
+        buffer); when an ``fsync`` is due, wake the syncing thread. Returns the record's
+        bytes."""
         raw = pack_record(self.dtype, self.next_seq, obs, action, reward, next_obs, terminated,
                           truncated)
         view = memoryview(raw)
@@ -197,17 +204,29 @@ class ReplayLog:
         self._unsynced += 1
         if (self._unsynced >= self.fsync_every_records
                 or time.monotonic() - self._last_sync >= self.fsync_every_s):
-            self.sync()
+            self._unsynced, self._last_sync = 0, time.monotonic()
+            self._due.set()
         return raw
 
+    def _sync_loop(self) -> None:
+        while True:
+            self._due.wait()
+            self._due.clear()
+            if self._closing:
+                return
+            os.fsync(self._fd)
+
     def sync(self) -> None:
-        """``fsync`` now: everything appended survives a power cut."""
+        """``fsync`` now, in the caller: everything appended survives a power cut."""
         os.fsync(self._fd)
         self._unsynced, self._last_sync = 0, time.monotonic()
 
     def close(self) -> None:
-        """Sync and close; idempotent."""
+        """Stop the syncing thread, sync and close; idempotent."""
         if self._fd >= 0:
+            self._closing = True
+            self._due.set()
+            self._syncer.join()
             self.sync()
             os.close(self._fd)
             self._fd = -1

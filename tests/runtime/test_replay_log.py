@@ -117,3 +117,28 @@ def test_sigkill_mid_append_leaves_complete_records(tmp_path: Path) -> None:
         n = len(read_log(path, OBS, ACT))
         assert n > 0
         check_contents(path, n)
+
+
+def test_fsync_runs_off_the_appending_thread(tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Appends never wait on the disk: the due ``fsync`` runs in the log's own thread (a spy
+    around the real ``os.fsync`` records where), and ``close`` syncs what is left."""
+    import threading
+
+    callers: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd: int) -> None:
+        callers.append(threading.current_thread().name)
+        real_fsync(fd)
+
+    log = ReplayLog.open(tmp_path / "replay.log", OBS, ACT, fsync_every_records=10)
+    monkeypatch.setattr(os, "fsync", spy)
+    append_n(log, 35)
+    deadline = time.monotonic() + 5
+    while callers.count("replay-log-fsync") < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert callers and set(callers) == {"replay-log-fsync"}, callers
+    log.close()
+    assert callers[-1] == threading.current_thread().name  # the final sync on close
+    check_contents(tmp_path / "replay.log", 35)
