@@ -63,6 +63,19 @@ class JointLimits:
         return np.clip(position, self.lower, self.upper)
 
 
+def check_command(position: np.ndarray, joint_names: tuple[str, ...]) -> np.ndarray:
+    """``position`` as a float64 ``[J]`` command; ValueError on a wrong shape or a
+    non-finite value (a backend must never guess what to send)."""
+    command = np.asarray(position, dtype=np.float64)
+    if command.shape != (len(joint_names),):
+        raise ValueError(f"command has shape {command.shape}, expected "
+                         f"({len(joint_names)},) for joints {list(joint_names)}")
+    if not np.isfinite(command).all():
+        raise ValueError(f"command has non-finite values {command.tolist()} for joints "
+                         f"{list(joint_names)}")
+    return command
+
+
 @runtime_checkable
 class Robot(Protocol):
     """A joint-position-controlled arm.

@@ -23,7 +23,7 @@ import numpy as np
 from hardware.calibration import Calibration, walk_through
 from hardware.dynamixel import DynamixelCodec
 from hardware.feetech import FeetechCodec
-from hardware.robot import JointLimits, RobotState
+from hardware.robot import JointLimits, RobotState, check_command
 from hardware.serial_bus import STANDARD_BAUDRATES, BusError, NoReplyError, ServoBus
 
 JOINTS = ("base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch", "wrist_roll", "gripper")
@@ -182,13 +182,7 @@ class SerialRobot:
         """Goal positions ``[J]`` clipped to the limits and rounded to whole ticks, in one
         sync write; returns the ``[J]`` command actually sent (rad). Non-finite values are
         refused (ValueError)."""
-        command = np.asarray(position, dtype=np.float64)
-        if command.shape != (len(self.joint_names),):
-            raise ValueError(f"command has shape {command.shape}, expected "
-                             f"({len(self.joint_names)},) for joints {list(self.joint_names)}")
-        if not np.isfinite(command).all():
-            raise ValueError(f"command has non-finite values {command.tolist()} for joints "
-                             f"{list(self.joint_names)}")
+        command = check_command(position, self.joint_names)
         ticks = self.calibration.to_ticks(self.limits.clip(command), self.joint_names)
         if self.codec.watchdog and time.monotonic() - self._last_io > 0.8 * self.settings.watchdog:
             self._arm_watchdog()  # the loop paused: the watchdog may have stopped the servos

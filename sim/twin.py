@@ -20,7 +20,7 @@ from typing import Any
 import mujoco
 import numpy as np
 
-from hardware.robot import JointLimits, RobotState
+from hardware.robot import JointLimits, RobotState, check_command
 
 ASSET = Path(__file__).resolve().parent / "assets" / "so101_arm.xml"
 JOINTS = ("base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch", "wrist_roll", "gripper")
@@ -249,13 +249,7 @@ class TwinRobot:
     def send_command(self, position: np.ndarray) -> np.ndarray:
         """Set the servo targets to ``[J]`` ``position`` clipped to the limits; return the
         ``[J]`` command actually sent. Non-finite values are refused (ValueError)."""
-        command = np.asarray(position, dtype=np.float64)
-        if command.shape != (len(self.joint_names),):
-            raise ValueError(f"command has shape {command.shape}, expected "
-                             f"({len(self.joint_names)},) for joints {list(self.joint_names)}")
-        if not np.isfinite(command).all():
-            raise ValueError(f"command has non-finite values {command.tolist()} for joints "
-                             f"{list(self.joint_names)}")
+        command = check_command(position, self.joint_names)
         sent = self.limits.clip(command)
         self.data.ctrl[self._act] = sent
         return sent.copy()

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from hardware.robot import RobotState
+from hardware.robot import RobotState, check_command
 from hardware.ros2.config import Ros2Config
 from hardware.ros2.transport import COMMANDS, EVENTS, QosProfile, Transport, make_transport
 
@@ -161,13 +161,7 @@ class Ros2Robot:
     def send_command(self, position: np.ndarray) -> np.ndarray:
         """Publish ``[J]`` joint positions clipped to the limits; return what was sent. While
         the e-stop is latched, the held target is sent instead (and returned)."""
-        command = np.asarray(position, dtype=np.float64)
-        if command.shape != (len(self.joint_names),):
-            raise ValueError(f"command has shape {command.shape}, expected "
-                             f"({len(self.joint_names)},) for joints {list(self.joint_names)}")
-        if not np.isfinite(command).all():
-            raise ValueError(f"command has non-finite values {command.tolist()} for joints "
-                             f"{list(self.joint_names)}")
+        command = check_command(position, self.joint_names)
         self._poll()  # an e-stop that arrived since the last tick blocks this command
         if self.estopped and self._command is not None:
             command = self._command
