@@ -63,6 +63,7 @@ class MBPOConfig:
     max_disagreement: float | None = None  # stop a branch beyond this elite discrepancy
     report_horizons: tuple[int, ...] = (1, 5, 10)  # multi-step error horizons in the report
     rollout_chunk: int | None = 4096  # rows per ensemble pass on CPU; null for one pass
+    goal_relabel: float = 0.0  # goal tasks: fraction of rollout starts given another goal
 
     def __post_init__(self) -> None:
         self.horizon_schedule = tuple(int(h) for h in self.horizon_schedule)  # type: ignore
@@ -77,6 +78,8 @@ class MBPOConfig:
                 raise ValueError(f"agent.mbpo.{name} must be >= 1, got {getattr(self, name)}")
         if not 0.0 <= self.real_ratio <= 1.0:
             raise ValueError(f"agent.mbpo.real_ratio must be in [0, 1], got {self.real_ratio}")
+        if not 0.0 <= self.goal_relabel <= 1.0:
+            raise ValueError(f"agent.mbpo.goal_relabel must be in [0, 1], got {self.goal_relabel}")
         if self.penalty_coef < 0:
             raise ValueError(f"agent.mbpo.penalty_coef must be >= 0, got {self.penalty_coef}")
         if self.penalty_anneal_steps < 0:
@@ -101,6 +104,7 @@ class Model:
     reward_fn: Callable | None
     termination_fn: Callable | None
     derive_fn: Callable | None = None
+    relabel_fn: Callable | None = None  # envs.tasks.RelabelFn; None: the task has no goals
     buffer: ReplayBuffer | None = None
     elites: list[int] = field(default_factory=list)
     horizon: int = 0

@@ -125,6 +125,8 @@ def rollout_model(run: Run) -> dict[str, float]:
     ensure_model_buffer(run)
     # Start states sampled on the CPU: branched_rollout moves them to the model's device once.
     start = run.replay.sample(cfg.rollout_batch, run.rng).obs.numpy()
+    if cfg.goal_relabel > 0 and model.relabel_fn is not None:
+        start = model.relabel_fn(start, cfg.goal_relabel, run.rng)
     data, stats = branched_rollout(
         model.ensemble, model.elites, run.sac.policy_tensor, start, model.horizon,
         model.reward_fn, model.termination_fn, run.generator,

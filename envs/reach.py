@@ -14,6 +14,7 @@ set by gymnasium's ``TimeLimit``), never by ``terminated``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import gymnasium as gym
@@ -25,6 +26,7 @@ from envs.tasks import (
     never_terminates,
     reach_derive,
     reach_distance,
+    reach_relabel,
     reach_reward,
 )
 from hardware.robot import Robot
@@ -176,7 +178,8 @@ class ArmReachEnv(gym.Env):
         def derive(obs: Any, next_obs: Any) -> Any:
             return reach_derive(obs, next_obs, layout=layout, ee_fn=chain)
 
-        return TaskFunctions(reward, never_terminates, derive)
+        return TaskFunctions(reward, never_terminates, derive,
+                             partial(reach_relabel, layout=layout))
 
     def _observe(self, position: np.ndarray, velocity: np.ndarray) -> np.ndarray:
         q = np.asarray(position, dtype=np.float64)

@@ -18,6 +18,7 @@ Array = Any  # np.ndarray | torch.Tensor: the functions below work on either
 RewardFn = Callable[[Array, Array, Array], Array]
 TerminationFn = Callable[[Array, Array, Array], Array]
 DeriveFn = Callable[[Array, Array], Array]  # (obs, predicted next_obs) -> next_obs
+RelabelFn = Callable[[np.ndarray, float, np.random.Generator], np.ndarray]  # goal relabelling
 
 
 def _norm(x: Array) -> Array:
@@ -88,6 +89,32 @@ def reach_derive(obs: Array, next_obs: Array, *, layout: ReachLayout,
     return cat([joints, ee, target, target - ee], -1)
 
 
+def reach_relabel(obs: np.ndarray, fraction: float, rng: np.random.Generator, *,
+                  layout: ReachLayout, near: float = 0.03) -> np.ndarray:
+    """Model-rollout start states ``[N, D]`` with the target of a random ``fraction`` of rows
+    replaced (a copy; ``obs`` is kept). A third of the new targets are other rows' targets
+    (the task's own target distribution), a third other rows' end-effector positions (goals
+    the arm has reached), a third the row's own end effector plus Gaussian noise of ``near``
+    m per axis (the last few centimetres of an approach, where success is decided).
+
+    The target does not enter the dynamics, so the model's predictions hold for any target,
+    and the task's reward follows from it: hindsight goals (Andrychowicz et al. 2017, HER) in
+    model rollouts (Yang et al. 2021, "MHER"), so the policy practises many goals from each
+    real state.
+    """
+    out = np.array(obs, copy=True)
+    n = len(out)
+    rows = np.flatnonzero(rng.random(n) < fraction)
+    donors = rng.integers(0, n, len(rows))
+    kind = rng.integers(0, 3, len(rows))[:, None]
+    new = np.where(kind == 0, obs[donors][:, layout.target], obs[donors][:, layout.ee])
+    ee = out[rows, layout.ee]
+    new = np.where(kind == 2, ee + rng.normal(0.0, near, ee.shape), new)
+    out[rows, layout.target] = new
+    out[rows, layout.offset] = new - ee
+    return out
+
+
 def never_terminates(obs: Array, action: Array, next_obs: Array) -> Array:
     """A reach episode ends only by its time limit, which is ``truncated``, never this."""
     if isinstance(next_obs, torch.Tensor):
@@ -125,6 +152,7 @@ class TaskFunctions:
     reward: RewardFn | None
     termination: TerminationFn
     derive: DeriveFn | None = None  # recomputes what follows from the rest of a prediction
+    relabel: RelabelFn | None = None  # new goals for model-rollout starts (goal tasks)
 
 
 def task_functions(env_id: str) -> TaskFunctions:

@@ -284,7 +284,7 @@ def build_model(rc: RunConfig, env: Any) -> Any:
         ensemble = ProbabilisticEnsemble(env.observation_space.shape[0],
                                          env.action_space.shape[0], cfg)
     return Model(ensemble.to(resolve_device(rc.device)), cfg, rc.agent.mbpo, fns.reward,
-                 fns.termination, fns.derive)
+                 fns.termination, fns.derive, fns.relabel)
 
 
 def resolve_device(device: str) -> torch.device:

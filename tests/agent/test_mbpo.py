@@ -160,3 +160,26 @@ def test_stop_at_ends_the_run_at_the_first_good_evaluation(tmp_path: Path) -> No
     assert events[-1] == {"env_steps": 300, "stopped_at_target": -1000}
     assert run.counters.env_steps == 300
     assert latest_checkpoint(tmp_path).name == "step_00000300"
+
+
+def test_rollouts_start_from_relabelled_states_when_the_task_has_goals(tmp_path: Path) -> None:
+    """``agent.mbpo.goal_relabel`` hands the sampled start states and the fraction to the
+    task's relabel function (``envs.tasks.reach_relabel`` for reach), and the model rollouts
+    start from what it returns."""
+    from agent.train import rollout_model
+
+    run = make_run(tmp_path, 300, "agent.mbpo.goal_relabel=0.3", "agent.mbpo.rollout_batch=50",
+                   "agent.mbpo.horizon_schedule=[1,1,1,1]")
+    n = 200
+    run.replay.add(np.zeros((n, 2)), np.zeros((n, 2)), np.zeros(n), np.zeros((n, 2)),
+                   np.zeros(n, bool), np.zeros(n, bool))
+    calls = []
+
+    def relabel(obs: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
+        calls.append((obs.shape, fraction))
+        return np.full_like(obs, 7.0)
+
+    run.model.relabel_fn, run.model.elites = relabel, [0, 1, 2]
+    rollout_model(run)
+    assert calls == [((50, 2), 0.3)]
+    np.testing.assert_array_equal(run.model.buffer.all()["obs"], 7.0)

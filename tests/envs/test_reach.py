@@ -73,6 +73,39 @@ def test_derive_rebuilds_what_follows_from_the_joints(env: gym.Env) -> None:
     np.testing.assert_allclose(derive(o.float(), wrong.float()).numpy(), n.numpy(), atol=1e-5)
 
 
+def test_relabel_gives_real_observations_with_new_goals(env: gym.Env) -> None:
+    """A relabelled start state is the observation the env would give with that target: the
+    arm's part unchanged, the target one another row had, one it reached, or one near the
+    row's own end effector, in thirds; the offset recomputed; about ``fraction`` of the rows
+    change and the input is left as it was."""
+    relabel = env_task_functions(env).relabel
+    layout, rng = ReachLayout(5), np.random.default_rng(0)
+    rows = []
+    for seed in range(40):
+        obs, _ = env.reset(seed=seed)
+        for _ in range(10):
+            obs, *_ = env.step(rng.uniform(-1, 1, 5))
+            rows.append(obs)
+    obs = np.array(rows, dtype=np.float32)
+    before = obs.copy()
+    out = relabel(obs, 0.5, np.random.default_rng(1))
+    np.testing.assert_array_equal(obs, before)
+    changed = (out[:, layout.target] != obs[:, layout.target]).any(1)
+    assert 0.4 < changed.mean() < 0.6
+    np.testing.assert_array_equal(out[:, :layout.target.start], obs[:, :layout.target.start])
+    np.testing.assert_allclose(out[:, layout.offset], out[:, layout.target] - out[:, layout.ee],
+                               atol=1e-6)
+    new = out[changed][:, layout.target]
+    targets = {tuple(g) for g in obs[:, layout.target]}
+    reached = {tuple(g) for g in obs[:, layout.ee]}
+    near = np.linalg.norm(new - out[changed][:, layout.ee], axis=1) < 0.15
+    kinds = np.array([[tuple(g) in targets, tuple(g) in reached] for g in new])
+    assert (kinds.any(1) | near).all()  # every new goal is one of the three kinds
+    for share in (kinds[:, 0].mean(), kinds[:, 1].mean(), (~kinds.any(1)).mean()):
+        assert 0.2 < share < 0.45
+    assert relabel(obs, 0.0, rng).tobytes() == obs.tobytes()
+
+
 def test_time_limit_is_truncation_never_termination(env: gym.Env) -> None:
     env.reset(seed=2)
     for step in range(1, 101):
