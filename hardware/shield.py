@@ -23,12 +23,14 @@ are intervals per joint (:mod:`hardware.rules`); a rule lower in the order yield
 it cannot hold together with the ones above it, and :attr:`ShieldResult.yielded` names it.
 
 :class:`ShieldedRobot` puts a shield in front of any :class:`hardware.robot.Robot`; its
-``send_command`` returns what was sent, so the env stores the executed action.
+``send_command`` returns what was sent, so the env stores the executed action. Its slow reset
+is :func:`hardware.move.move_to` (re-exported here).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,13 +40,14 @@ from typing import Any
 import numpy as np
 
 from hardware.estop import EStop
+from hardware.move import MoveResult, move_to
 from hardware.robot import JointLimits, Robot, RobotState
 from hardware.rules import ArmGeometry, CommandHistory, intersect, joint_intervals
 from hardware.shield_config import ShieldConfig, ShieldSettings, WatchdogSettings
 from hardware.watchdog import WatchdogThread
 
 __all__ = ["RULES", "ArmGeometry", "EStop", "Shield", "ShieldConfig", "ShieldResult",
-           "ShieldSettings", "ShieldedRobot", "move_to"]
+           "MoveResult", "ShieldSettings", "ShieldedRobot", "move_to"]
 
 RULES = ("nonfinite", "position", "step", "velocity", "acceleration", "jerk", "workspace",
          "collision", "watchdog", "estop")
@@ -243,6 +246,14 @@ class ShieldedRobot:
     ``command_timeout_periods`` it sends the hold, and with ``on_timeout: release`` calls the
     backend's optional ``release_torque()`` after ``release_after_s``. Other attributes
     (``home_position``, ``render``, ...) are the backend's.
+
+    Attributes:
+        between_ticks: called after every tick of a slow reset (:func:`move_to`'s
+            ``between``): whoever owns the control loop runs there what it runs between its
+            own ticks (the async actor polls weights and watches its learner).
+        reset_timeout_s: the wall-clock bound of a slow reset; ``None``: :func:`move_to`'s.
+        reset_timeouts: slow resets that stopped at their wall-clock bound (a warning line
+            on stderr each).
     """
 
     def __init__(self, robot: Robot, shield: Shield, clock: Callable[[], float] | None = None,
@@ -250,6 +261,9 @@ class ShieldedRobot:
         self.robot, self.shield = robot, shield
         self.clock = clock if clock is not None else time.monotonic
         self.slow_reset = slow_reset
+        self.between_ticks: Callable[[], None] | None = None  # run between a slow reset's ticks
+        self.reset_timeout_s: float | None = None  # a slow reset's bound; None: move_to's
+        self.reset_timeouts = 0  # slow resets stopped by their wall-clock bound
         self.last_result: ShieldResult | None = None
         self._state: RobotState | None = None
         self._lock = threading.RLock()  # commands from the loop and the watchdog thread
@@ -350,32 +364,11 @@ class ShieldedRobot:
             self.shield.restart(self._state, self.clock())
             return self._state
         self.shield.restart(self.read_state(), self.clock())
-        return move_to(self, position)
-
-
-def move_to(robot: ShieldedRobot, target: np.ndarray, speed: float | None = None,
-            settle_s: float = 1.0, settle_speed: float = 0.05) -> RobotState:
-    """Step commands from the last one towards ``[J]`` ``target`` at ``speed`` rad/s (the
-    limits file's ``home_speed`` by default; all joints arrive together), through the shield,
-    then wait up to ``settle_s`` for joint speeds below ``settle_speed``. Stops early, where
-    it is, when the e-stop latches. Returns the last state."""
-    shield = robot.shield
-    speed = float(speed if speed is not None else shield.config.home_speed)
-    dt = robot.control_period
-    target = np.clip(np.asarray(target, dtype=np.float64), shield.lower, shield.upper)
-    command = shield.history.command.copy()
-    distance = float(np.max(np.abs(target - command)))
-    ticks = 2 * math.ceil(distance / (speed * dt)) + math.ceil(settle_s / dt) + 10
-    state = robot.read_state()
-    for _ in range(ticks):
-        delta = target - command
-        biggest = float(np.max(np.abs(delta)))
-        proposal = target if biggest <= speed * dt else command + delta * (speed * dt / biggest)
-        command = robot.send_command(proposal)
-        robot.advance()
-        state = robot.read_state()
-        if shield.estop.latched:
-            break
-        if np.array_equal(command, target) and np.max(np.abs(state.velocity)) < settle_speed:
-            break
-    return state
+        move = move_to(self, position, between=self.between_ticks,
+                       timeout_s=self.reset_timeout_s)
+        if move.timed_out:
+            self.reset_timeouts += 1
+            print(f"shield: the slow reset stopped at its time bound after {move.ticks} ticks, "
+                  f"{np.abs(move.state.position - position).max():.3f} rad from the reset "
+                  "pose; the episode starts there", file=sys.stderr, flush=True)
+        return move.state

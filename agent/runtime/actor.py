@@ -6,7 +6,9 @@ policy on the CPU after, zeros while holding), ``env.step`` it (read state -> sh
 transition with the *executed* action to the :class:`~agent.runtime.replay_log.ReplayLog`,
 then ``put_nowait`` it on the learner's queue (never blocks; when the queue is full or the
 learner gone, the log still has it and the learner reads it from there). Between ticks: poll
-for new weights, and collect young garbage while there is slack.
+for new weights, and collect young garbage while there is slack. A slow reset through the
+shield (a move of ~1-2 s) is ticks too: between them the actor polls weights and runs the
+supervisor's watch, through the shielded robot's ``between_ticks`` hook.
 
 Measured per tick: period, lateness against the schedule (jitter), missed deadlines, policy
 version lag, queue depth, weight latency (publish to use), transitions per second.
@@ -117,6 +119,7 @@ class Actor:
         self.versions_applied = 0
         self.shield_counts: dict[str, int] = {}  # the safety shield's interventions per rule
         self._shield_shown = 0.0
+        self._between: Callable[[], None] | None = None
         self._t_start = self._t_stop = 0.0
 
     @property
@@ -124,9 +127,15 @@ class Actor:
         """Transitions this run has (in the log), this process's and earlier ones."""
         return self.log.next_seq
 
-    def start(self) -> None:
-        """Start-up: one thread for torch, the first (seeded) reset, the GC frozen."""
+    def start(self, between: Callable[[], None] | None = None) -> None:
+        """Start-up: one thread for torch, the reset hook, the first (seeded) reset, the GC
+        frozen. ``between()`` (the supervisor's watch) also runs between a slow reset's
+        ticks."""
         torch.set_num_threads(1)
+        self._between = between
+        robot = self._shielded_robot()
+        if robot is not None:
+            robot.between_ticks = self.between_reset_ticks
         self.poll_weights()
         self._reset(seed=self.seed)
         gc.collect()
@@ -138,6 +147,9 @@ class Actor:
         """Holding position: no new command is sent (position servos keep the last target;
         the twin does not move without ``advance``); the log is synced."""
         self._t_stop = time.perf_counter()
+        robot = self._shielded_robot()
+        if robot is not None:
+            robot.between_ticks = None
         self.log.sync()
         gc.unfreeze()
         gc.enable()
@@ -183,6 +195,13 @@ class Actor:
                 and deadline - time.perf_counter() > 0.25 * self.cfg.period):
             gc.collect(0)
 
+    def between_reset_ticks(self) -> None:
+        """Between the ticks of a slow reset: new weights and the supervisor's watch (no
+        metrics, no GC: the reset's ticks are not the actor's)."""
+        self.poll_weights()
+        if self._between is not None:
+            self._between()
+
     def poll_weights(self) -> bool:
         """Load newer published weights if there are any; never blocks."""
         got = self.reader.poll()
@@ -224,6 +243,12 @@ class Actor:
         self.obs, _ = self.env.reset(seed=seed)
         self.schedule.restart()
 
+    def _shielded_robot(self) -> Any:
+        """The env's robot when it is a shielded one (has a ``between_ticks`` hook), else
+        None (a gymnasium task, an unshielded twin)."""
+        robot = getattr(self.env.unwrapped, "robot", None)
+        return robot if robot is not None and hasattr(robot, "reset_timeouts") else None
+
     # ------------------------------------------------------------------------ figures
     def summary(self) -> dict[str, Any]:
         """Tick, jitter, weights and queue figures of this process (seconds)."""
@@ -239,7 +264,8 @@ class Actor:
                 "queue_depth": _percentiles(self.queue_depth), "queue_dropped": self.dropped,
                 "versions_applied": self.versions_applied,
                 "torn_weight_reads": self.reader.torn_reads, "target_period": s.period,
-                "shield": dict(self.shield_counts)}
+                "shield": dict(self.shield_counts),
+                "reset_timeouts": getattr(self._shielded_robot(), "reset_timeouts", 0)}
 
     def series(self) -> dict[str, np.ndarray]:
         """This process's raw per-tick series (seconds): ``period`` and ``lateness``

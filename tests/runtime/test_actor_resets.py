@@ -1,0 +1,77 @@
+"""The actor across episode ends, on the real (realtime) twin behind the shield: a slow reset
+polls weights and runs the supervisor's watch between its ticks."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agent.runtime import control as ctl
+from agent.runtime.actor import Actor
+from agent.runtime.config import RuntimeConfig
+from agent.runtime.replay_log import ReplayLog
+from agent.runtime.weights import WeightsPublisher, WeightsReader, create_block, flatten
+from agent.sac import SAC, SACConfig
+from envs.factory import TaskConfig, make_env
+from hardware.shield_config import ShieldSettings
+from sim.twin import TwinConfig
+
+HZ = 50
+
+
+def make_actor(tmp_path: Path, **runtime) -> Actor:
+    """An actor on a realtime twin at ``HZ`` with slow resets, random actions throughout."""
+    env = make_env(TaskConfig(max_episode_steps=5), "mujoco",
+                   TwinConfig(control_hz=HZ, realtime=True), shield=ShieldSettings(slow_reset=True))
+    policy = SAC(19, 5, SACConfig(hidden=(16, 16)), generator=torch.Generator().manual_seed(0))
+    block = create_block(len(flatten(policy.acting_state())))
+    log = ReplayLog.open(tmp_path / "replay.log", 19, 5)
+    control = mp.get_context("spawn").RawArray("q", ctl.WORDS)
+    cfg = RuntimeConfig(mode="async", control_hz=HZ, **runtime)
+    return Actor(env, policy, log, cfg, WeightsReader(block), control, learning_starts=10**6,
+                 seed=0)
+
+
+@pytest.fixture
+def actor(tmp_path: Path):
+    a = make_actor(tmp_path)
+    yield a
+    a.stop()
+    a.log.close()
+    a.env.close()
+    a.reader.block.close()
+    a.reader.block.shm.unlink()
+
+
+def test_weights_published_during_a_slow_reset_are_used_at_the_next_tick(actor: Actor) -> None:
+    publisher = WeightsPublisher(actor.reader.block)
+    learner = SAC(19, 5, SACConfig(hidden=(16, 16)), generator=torch.Generator().manual_seed(1))
+    watched: list[int] = []  # the weights version the actor had at each supervisor watch
+    publish_at = [-1]
+
+    def watch() -> None:
+        watched.append(actor.reader.version)
+        if len(watched) == publish_at[0]:  # the learner publishes while the arm moves home
+            publisher.publish(flatten(learner.acting_state()), 7)
+
+    actor.start(watch)
+    robot = actor.env.unwrapped.robot
+    assert robot.between_ticks == actor.between_reset_ticks
+    for _ in range(4):
+        actor.tick()
+    watched.clear()  # the first reset's watches
+    publish_at[0] = 3
+    robot.robot.reset(robot.home_position + np.array([0.4, 0.3, -0.3, 0.3, 0.4, 0.0]))
+    robot.shield.restart(robot.read_state(), robot.clock())
+    actor.tick()  # the episode's last step, then the slow reset (~1 s of ticks)
+    assert actor.episodes == 1 and len(watched) > 20, "the reset was not a slow one"
+    assert watched[2] != 7 and watched[3] == 7  # used at the reset's next tick
+    assert actor.versions_applied == 1 and actor.weight_latency[0] < 0.5
+    summary = actor.summary()
+    assert summary["reset_timeouts"] == 0 and summary["weight_latency"]["max"] < 0.5
+    actor.stop()
+    assert robot.between_ticks is None
