@@ -10,6 +10,12 @@ for new weights, and collect young garbage while there is slack. A slow reset th
 shield (a move of ~1-2 s) is ticks too: between them the actor polls weights and runs the
 supervisor's watch, through the shielded robot's ``between_ticks`` hook.
 
+With an episode gate (``runtime.episode_gate``; :mod:`hardware.gate` builds it) the reset at
+an episode's end is followed by a wait: every tick holds position (``env.unwrapped.hold()``:
+the last command again, so the command stream never stops), logs no transition, and polls the
+gate; weights and the supervisor's watch run between these ticks as between any others. One
+line on stderr says what the actor waits for; the next episode starts when it is released.
+
 Measured per tick: period, lateness against the schedule (jitter), missed deadlines, policy
 version lag, queue depth, weight latency (publish to use), transitions per second.
 """
@@ -102,8 +108,15 @@ class Actor:
     """
 
     def __init__(self, env: gym.Env, policy: SAC, log: ReplayLog, cfg: RuntimeConfig,
-                 reader: WeightsReader, control: Any, learning_starts: int, seed: int) -> None:
+                 reader: WeightsReader, control: Any, learning_starts: int, seed: int,
+                 gate: Any = None) -> None:
+        if gate is not None and not hasattr(env.unwrapped, "hold"):
+            raise ValueError(f"runtime.episode_gate={cfg.episode_gate} needs a robot task "
+                             "(ArmReach-*) that can hold position between episodes; "
+                             f"{type(env.unwrapped).__name__} cannot")
         self.env, self.policy, self.log, self.cfg = env, policy, log, cfg
+        self.gate = gate  # what releases the wait after an episode's reset (None: no wait)
+        self.waiting = False  # between episodes, holding until the gate releases
         self.reader, self.control, self.learning_starts = reader, control, learning_starts
         self.queue: Any = None  # set by the supervisor; replaced when the learner restarts
         self.hold = False  # zero actions (holding position) instead of the policy
@@ -113,6 +126,8 @@ class Actor:
         self._template = {k: v.clone() for k, v in policy.acting_state().items()}
         self.obs: np.ndarray | None = None
         self.episodes, self.ticks, self.dropped = 0, 0, 0
+        self.gate_waits, self.gated_ticks, self.gated_s = 0, 0, 0.0
+        self._wait_began = 0.0
         self.version_lag: list[int] = []
         self.queue_depth: list[int] = []
         self.weight_latency: list[float] = []
@@ -150,13 +165,19 @@ class Actor:
         robot = self._shielded_robot()
         if robot is not None:
             robot.between_ticks = None
+        if self.gate is not None:
+            self.gate.close()
         self.log.sync()
         gc.unfreeze()
         gc.enable()
 
     # ------------------------------------------------------------------------ the tick
     def tick(self) -> None:
-        """One control period: act, step (paced), log, hand over."""
+        """One control period: act, step (paced), log, hand over; or, while waiting for the
+        episode gate, hold position."""
+        if self.waiting:
+            self._gated_tick()
+            return
         action = self.choose_action(self.obs)
         next_obs, reward, terminated, truncated, info = self.env.step(action)
         if self.cfg.pacing == "actor":
@@ -173,6 +194,8 @@ class Actor:
         if terminated or truncated:
             self.episodes += 1
             self._reset()
+            if self.gate is not None:
+                self._begin_wait()
         else:
             self.obs = next_obs
 
@@ -243,6 +266,27 @@ class Actor:
         self.obs, _ = self.env.reset(seed=seed)
         self.schedule.restart()
 
+    def _begin_wait(self) -> None:
+        self.gate.arm()
+        self.waiting, self._wait_began = True, time.monotonic()
+        print(f"actor: episode {self.episodes} done, arm at its reset pose; holding until "
+              f"{self.gate.what} starts episode {self.episodes + 1}", file=sys.stderr,
+              flush=True)
+
+    def _gated_tick(self) -> None:
+        """Hold position for one (paced) tick, then poll the gate; no transition."""
+        self.obs = self.env.unwrapped.hold()
+        if self.cfg.pacing == "actor":
+            self.schedule.wait()
+        self.schedule.mark(time.perf_counter())
+        self.gated_ticks += 1
+        if self.gate.released():
+            waited = time.monotonic() - self._wait_began
+            self.waiting, self.gate_waits = False, self.gate_waits + 1
+            self.gated_s += waited
+            print(f"actor: released by {self.gate.source} after {waited:.1f} s; episode "
+                  f"{self.episodes + 1} starts", file=sys.stderr, flush=True)
+
     def _shielded_robot(self) -> Any:
         """The env's robot when it is a shielded one (has a ``between_ticks`` hook), else
         None (a gymnasium task, an unshielded twin)."""
@@ -265,12 +309,14 @@ class Actor:
                 "versions_applied": self.versions_applied,
                 "torn_weight_reads": self.reader.torn_reads, "target_period": s.period,
                 "shield": dict(self.shield_counts),
-                "reset_timeouts": getattr(self._shielded_robot(), "reset_timeouts", 0)}
+                "reset_timeouts": getattr(self._shielded_robot(), "reset_timeouts", 0),
+                "gate_waits": self.gate_waits, "gated_ticks": self.gated_ticks,
+                "gated_s": self.gated_s}
 
     def series(self) -> dict[str, np.ndarray]:
         """This process's raw per-tick series (seconds): ``period`` and ``lateness``
-        ``[ticks - resets]``, ``weight_latency`` ``[versions applied]``, ``version_lag`` and
-        ``queue_depth`` ``[ticks]``."""
+        ``[ticks + gated ticks - resets]``, ``weight_latency`` ``[versions applied]``,
+        ``version_lag`` and ``queue_depth`` ``[ticks + gated ticks]``."""
         return {"period": np.asarray(self.schedule.periods, dtype=np.float64),
                 "lateness": np.asarray(self.schedule.lateness, dtype=np.float64),
                 "weight_latency": np.asarray(self.weight_latency, dtype=np.float64),
