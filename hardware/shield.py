@@ -12,7 +12,9 @@ rules applied in this fixed order (each counted in :attr:`Shield.counts` when it
 5. ``workspace``: the end effector stays in a box, ``min_height`` above the table.
 6. ``collision``: the commanded configuration keeps ``clearance`` from the table and the arm.
    An unsafe command is replaced by the farthest safe one on the way from the last command
-   (bisection), or the last command is held.
+   (bisection), or the last command is held. Where the last command is unsafe itself (the
+   stream restarted at a measured position inside the clearance), a command that goes no
+   deeper in (and no farther outside the workspace) passes: the way out.
 7. ``watchdog``: state older than ``state_timeout_periods`` (or not finite), or no command for
    ``command_timeout_periods``: hold position, then (``on_timeout: release``) release torque.
 8. ``estop``: a latched emergency stop (:mod:`hardware.estop`) holds position until reset.
@@ -52,6 +54,7 @@ __all__ = ["RULES", "ArmGeometry", "EStop", "Shield", "ShieldConfig", "ShieldRes
 RULES = ("nonfinite", "position", "step", "velocity", "acceleration", "jerk", "workspace",
          "collision", "watchdog", "estop")
 BISECTIONS = 8  # rules 5-6: the safe fraction of a step is found to 1/256
+DEPTH_TOL = 1e-9  # m: "no deeper" for an arm already inside the clearance (rules 5-6)
 
 
 @dataclass(frozen=True)
@@ -195,6 +198,24 @@ class Shield:
                 return "collision"
         return None
 
+    def _no_deeper(self, start: np.ndarray, end: np.ndarray) -> bool:
+        """Whether no configuration on the way from ``start`` to ``end`` (those
+        :meth:`unsafe` checks) is farther outside the workspace or deeper inside the
+        collision clearance than ``start``."""
+        n, geometry, ws = self.config.collision_points, self.geometry, self.workspace
+
+        def depth(x: np.ndarray) -> tuple[float, float]:
+            return (ws.excess(geometry.ee_position(x)) if ws is not None else 0.0,
+                    geometry.penetration(x) if self.collision else 0.0)
+
+        outside, inside = depth(start)
+        for k in range(1, n + 1):
+            x = end if k == n else start + (k / n) * (end - start)
+            out, ins = depth(x)
+            if out > outside + DEPTH_TOL or ins > inside + DEPTH_TOL:
+                return False
+        return True
+
     def _geometry(self, c: np.ndarray, intervals: list[tuple[str, np.ndarray, np.ndarray]],
                   bounds: tuple[np.ndarray, np.ndarray]
                   ) -> tuple[np.ndarray, str | None, tuple[str, ...]]:
@@ -207,9 +228,15 @@ class Shield:
         if unsafe is None:
             return c, None, ()
         if self.unsafe(last, last) is not None:
-            # the last command is unsafe itself (a hold at a measured position near the
-            # table): any safe configuration is a way out; else hold
-            return (c, None, ()) if self.unsafe(c, c) is None else (last.copy(), unsafe, ())
+            # The last command is unsafe itself: the stream (re)started at a measured position
+            # (a reset, a stop) near the table or a link, or one that gravity sags there.
+            # From rest one tick reaches only acceleration * dt^2 (0.01 rad at 100 Hz), often
+            # not out of the zone, so asking for a safe command held the arm there for good
+            # (a collision every tick, resets that never moved). A safe command, or one that
+            # goes no deeper in on the way, is a way out; else hold.
+            if self.unsafe(c, c) is None or self._no_deeper(last, c):
+                return c, None, ()
+            return last.copy(), unsafe, ()
         base = np.clip(last, lo, hi)
         if np.array_equal(base, last) or self.unsafe(last, base) is None:
             good, bad = 0.0, 1.0

@@ -1,6 +1,7 @@
 """Slow moves through the shield on the real twin: ``between`` runs after every tick, the
 move stops at its tick bound when the shield refuses the rest of the way, and at its
-wall-clock bound when the ticks stall; a slow reset that times out says so."""
+wall-clock bound when the ticks stall; a slow reset that times out says so; a reset that
+starts inside the collision clearance gets out of it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,11 @@ import time
 
 import numpy as np
 
+from hardware.estop import EStop
 from hardware.move import move_to
+from hardware.shield import Shield, ShieldedRobot
+from hardware.shield_config import WatchdogSettings
+from sim.twin import TwinConfig, TwinRobot
 from tests.hardware.conftest import shielded_twin
 
 
@@ -73,3 +78,18 @@ def test_stalled_ticks_stop_at_the_wall_clock_bound(so101, geometry, capsys) -> 
     assert robot.reset_timeouts == 1
     assert np.abs(state.position - robot.home_position).max() > 0.1
     assert "slow reset stopped at its time bound" in capsys.readouterr().err
+
+
+def test_a_slow_reset_from_inside_the_clearance_reaches_home(so101, geometry) -> None:
+    twin = TwinRobot(TwinConfig(control_hz=100))  # from rest, one tick reaches 0.01 rad
+    shield = Shield(so101, twin.control_period, geometry, True, WatchdogSettings(), EStop())
+    robot = ShieldedRobot(twin, shield, clock=twin.clock, slow_reset=True)
+    robot.connect()
+    inside = robot.home_position.copy()
+    inside[1] += 0.30  # the shoulder 4 cm of motion past the clearance's boundary
+    assert geometry.collides(inside)
+    twin.reset(inside)
+    ticks = counting(robot)
+    state = robot.reset(robot.home_position)
+    assert np.abs(state.position - robot.home_position).max() < 0.05
+    assert robot.reset_timeouts == 0 and ticks[0] < 300  # it arrived, not its tick bound
