@@ -154,6 +154,16 @@ class ArmReachEnv(gym.Env):
             info["shield"] = shielded.reasons  # the rules that changed the command, if any
         return obs, reward, terminated, False, info
 
+    def hold(self) -> np.ndarray:
+        """One control period holding the last command: no new motion, but the command
+        stream goes on (the shield's command watchdog stays quiet). No step of the episode
+        (the time limit does not count it, no reward); returns the observation ``[2 J + 9]``
+        after it. The async actor holds this way while an episode gate waits."""
+        self._command = np.asarray(self.robot.send_command(self._command), dtype=np.float64)
+        self.robot.advance()
+        state = self.robot.read_state()
+        return self._observe(state.position, state.velocity)
+
     def render(self) -> np.ndarray | None:
         if self.render_mode != "rgb_array":
             return None

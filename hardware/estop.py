@@ -106,19 +106,33 @@ def _on_signal(signum: int, frame: Any) -> None:
 
 # ----------------------------------------------------------------------------- the key
 class KeyTrigger:
-    """A thread that reads single keys from a terminal: ``key`` triggers, ``r`` resets.
+    """A thread that reads single keys from a terminal: ``key`` triggers ``estop``, ``r``
+    resets it; other keys go to the callbacks of :meth:`on_key` (the process has one reader
+    of its terminal: :func:`process_keys`).
 
     The terminal is put in cbreak mode (keys arrive without Enter, output is unchanged) and
     restored by :meth:`stop`. Nothing starts when ``stream`` is not a TTY (a pipe, a file, a
-    process without a terminal).
+    process without a terminal). ``estop=None``: a reader for :meth:`on_key` only.
     """
 
-    def __init__(self, estop: EStop, key: str = "e", stream: IO[str] | None = None) -> None:
+    def __init__(self, estop: EStop | None, key: str | None = "e",
+                 stream: IO[str] | None = None) -> None:
         self.estop, self.key = estop, key
         self.stream = stream if stream is not None else sys.stdin
+        self._callbacks: dict[str, list[Callable[[str], None]]] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._saved: Any = None
+
+    @property
+    def running(self) -> bool:
+        """Whether the reading thread runs."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def on_key(self, keys: str, callback: Callable[[str], None]) -> None:
+        """Call ``callback(key)`` (on the reader's thread) for each of ``keys`` typed."""
+        for key in keys:
+            self._callbacks.setdefault(key, []).append(callback)
 
     def start(self) -> bool:
         """Start reading; False (nothing started) when the stream is not a TTY."""
@@ -160,17 +174,36 @@ class KeyTrigger:
             except OSError:
                 return
             for ch in chars:
-                if ch == self.key:
+                if self.estop is not None and ch == self.key:
                     self.estop.trigger(f"key {self.key!r}")
-                elif ch == "r" and self.estop.latched:
+                elif self.estop is not None and ch == "r" and self.estop.latched:
                     try:
                         self.estop.reset()
                     except RuntimeError as err:
                         print(err, file=sys.stderr, flush=True)
+                for callback in list(self._callbacks.get(ch, ())):
+                    callback(ch)
 
 
 # ------------------------------------------------------------------ the process's stop
 _PROCESS: EStop | None = None
+_KEYS: KeyTrigger | None = None  # the process's reader of its terminal, once one runs
+
+
+def process_keys() -> KeyTrigger | None:
+    """The process's one reader of stdin's keys: the e-stop's when it runs, else a new one
+    (started, restored at exit). ``None`` when stdin is not a TTY."""
+    global _KEYS
+    if _KEYS is not None and _KEYS.running:
+        return _KEYS
+    reader = KeyTrigger(None, None)
+    if not reader.start():
+        return None
+    import atexit
+
+    atexit.register(reader.stop)
+    _KEYS = reader
+    return reader
 
 
 def process_estop(key: str | None = "e", signal_name: str | None = "SIGUSR1",
@@ -178,7 +211,7 @@ def process_estop(key: str | None = "e", signal_name: str | None = "SIGUSR1",
     """The one e-stop of this process, shared by all its shielded robots (one button stops
     every arm the process drives). Its triggers start on the first call; later calls return
     it as it is."""
-    global _PROCESS
+    global _PROCESS, _KEYS
     if _PROCESS is not None:
         return _PROCESS
     estop = _PROCESS = EStop(file)
@@ -192,6 +225,7 @@ def process_estop(key: str | None = "e", signal_name: str | None = "SIGUSR1",
         if reader.start():
             import atexit
 
+            _KEYS = reader
             atexit.register(reader.stop)
             print(f"e-stop: press {key!r} to stop the arm, r to reset", file=sys.stderr,
                   flush=True)

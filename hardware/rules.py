@@ -40,6 +40,10 @@ class ArmGeometry(Protocol):
     def collides(self, q: np.ndarray) -> bool:
         """Whether the arm at ``q`` ``[J]`` touches the table or itself (within clearance)."""
 
+    def penetration(self, q: np.ndarray) -> float:
+        """How deep (m) the arm at ``q`` ``[J]`` is inside the clearance; 0 when it does not
+        collide."""
+
 
 @dataclass
 class CommandHistory:

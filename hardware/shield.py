@@ -12,7 +12,9 @@ rules applied in this fixed order (each counted in :attr:`Shield.counts` when it
 5. ``workspace``: the end effector stays in a box, ``min_height`` above the table.
 6. ``collision``: the commanded configuration keeps ``clearance`` from the table and the arm.
    An unsafe command is replaced by the farthest safe one on the way from the last command
-   (bisection), or the last command is held.
+   (bisection), or the last command is held. Where the last command is unsafe itself (the
+   stream restarted at a measured position inside the clearance), a command that goes no
+   deeper in (and no farther outside the workspace) passes: the way out.
 7. ``watchdog``: state older than ``state_timeout_periods`` (or not finite), or no command for
    ``command_timeout_periods``: hold position, then (``on_timeout: release``) release torque.
 8. ``estop``: a latched emergency stop (:mod:`hardware.estop`) holds position until reset.
@@ -23,12 +25,14 @@ are intervals per joint (:mod:`hardware.rules`); a rule lower in the order yield
 it cannot hold together with the ones above it, and :attr:`ShieldResult.yielded` names it.
 
 :class:`ShieldedRobot` puts a shield in front of any :class:`hardware.robot.Robot`; its
-``send_command`` returns what was sent, so the env stores the executed action.
+``send_command`` returns what was sent, so the env stores the executed action. Its slow reset
+is :func:`hardware.move.move_to` (re-exported here).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -38,17 +42,19 @@ from typing import Any
 import numpy as np
 
 from hardware.estop import EStop
+from hardware.move import MoveResult, move_to
 from hardware.robot import JointLimits, Robot, RobotState
 from hardware.rules import ArmGeometry, CommandHistory, intersect, joint_intervals
 from hardware.shield_config import ShieldConfig, ShieldSettings, WatchdogSettings
 from hardware.watchdog import WatchdogThread
 
 __all__ = ["RULES", "ArmGeometry", "EStop", "Shield", "ShieldConfig", "ShieldResult",
-           "ShieldSettings", "ShieldedRobot", "move_to"]
+           "MoveResult", "ShieldSettings", "ShieldedRobot", "move_to"]
 
 RULES = ("nonfinite", "position", "step", "velocity", "acceleration", "jerk", "workspace",
          "collision", "watchdog", "estop")
 BISECTIONS = 8  # rules 5-6: the safe fraction of a step is found to 1/256
+DEPTH_TOL = 1e-9  # m: "no deeper" for an arm already inside the clearance (rules 5-6)
 
 
 @dataclass(frozen=True)
@@ -192,6 +198,24 @@ class Shield:
                 return "collision"
         return None
 
+    def _no_deeper(self, start: np.ndarray, end: np.ndarray) -> bool:
+        """Whether no configuration on the way from ``start`` to ``end`` (those
+        :meth:`unsafe` checks) is farther outside the workspace or deeper inside the
+        collision clearance than ``start``."""
+        n, geometry, ws = self.config.collision_points, self.geometry, self.workspace
+
+        def depth(x: np.ndarray) -> tuple[float, float]:
+            return (ws.excess(geometry.ee_position(x)) if ws is not None else 0.0,
+                    geometry.penetration(x) if self.collision else 0.0)
+
+        outside, inside = depth(start)
+        for k in range(1, n + 1):
+            x = end if k == n else start + (k / n) * (end - start)
+            out, ins = depth(x)
+            if out > outside + DEPTH_TOL or ins > inside + DEPTH_TOL:
+                return False
+        return True
+
     def _geometry(self, c: np.ndarray, intervals: list[tuple[str, np.ndarray, np.ndarray]],
                   bounds: tuple[np.ndarray, np.ndarray]
                   ) -> tuple[np.ndarray, str | None, tuple[str, ...]]:
@@ -204,9 +228,15 @@ class Shield:
         if unsafe is None:
             return c, None, ()
         if self.unsafe(last, last) is not None:
-            # the last command is unsafe itself (a hold at a measured position near the
-            # table): any safe configuration is a way out; else hold
-            return (c, None, ()) if self.unsafe(c, c) is None else (last.copy(), unsafe, ())
+            # The last command is unsafe itself: the stream (re)started at a measured position
+            # (a reset, a stop) near the table or a link, or one that gravity sags there.
+            # From rest one tick reaches only acceleration * dt^2 (0.01 rad at 100 Hz), often
+            # not out of the zone, so asking for a safe command held the arm there for good
+            # (a collision every tick, resets that never moved). A safe command, or one that
+            # goes no deeper in on the way, is a way out; else hold.
+            if self.unsafe(c, c) is None or self._no_deeper(last, c):
+                return c, None, ()
+            return last.copy(), unsafe, ()
         base = np.clip(last, lo, hi)
         if np.array_equal(base, last) or self.unsafe(last, base) is None:
             good, bad = 0.0, 1.0
@@ -243,6 +273,14 @@ class ShieldedRobot:
     ``command_timeout_periods`` it sends the hold, and with ``on_timeout: release`` calls the
     backend's optional ``release_torque()`` after ``release_after_s``. Other attributes
     (``home_position``, ``render``, ...) are the backend's.
+
+    Attributes:
+        between_ticks: called after every tick of a slow reset (:func:`move_to`'s
+            ``between``): whoever owns the control loop runs there what it runs between its
+            own ticks (the async actor polls weights and watches its learner).
+        reset_timeout_s: the wall-clock bound of a slow reset; ``None``: :func:`move_to`'s.
+        reset_timeouts: slow resets that stopped at their wall-clock bound (a warning line
+            on stderr each).
     """
 
     def __init__(self, robot: Robot, shield: Shield, clock: Callable[[], float] | None = None,
@@ -250,6 +288,9 @@ class ShieldedRobot:
         self.robot, self.shield = robot, shield
         self.clock = clock if clock is not None else time.monotonic
         self.slow_reset = slow_reset
+        self.between_ticks: Callable[[], None] | None = None  # run between a slow reset's ticks
+        self.reset_timeout_s: float | None = None  # a slow reset's bound; None: move_to's
+        self.reset_timeouts = 0  # slow resets stopped by their wall-clock bound
         self.last_result: ShieldResult | None = None
         self._state: RobotState | None = None
         self._lock = threading.RLock()  # commands from the loop and the watchdog thread
@@ -350,32 +391,11 @@ class ShieldedRobot:
             self.shield.restart(self._state, self.clock())
             return self._state
         self.shield.restart(self.read_state(), self.clock())
-        return move_to(self, position)
-
-
-def move_to(robot: ShieldedRobot, target: np.ndarray, speed: float | None = None,
-            settle_s: float = 1.0, settle_speed: float = 0.05) -> RobotState:
-    """Step commands from the last one towards ``[J]`` ``target`` at ``speed`` rad/s (the
-    limits file's ``home_speed`` by default; all joints arrive together), through the shield,
-    then wait up to ``settle_s`` for joint speeds below ``settle_speed``. Stops early, where
-    it is, when the e-stop latches. Returns the last state."""
-    shield = robot.shield
-    speed = float(speed if speed is not None else shield.config.home_speed)
-    dt = robot.control_period
-    target = np.clip(np.asarray(target, dtype=np.float64), shield.lower, shield.upper)
-    command = shield.history.command.copy()
-    distance = float(np.max(np.abs(target - command)))
-    ticks = 2 * math.ceil(distance / (speed * dt)) + math.ceil(settle_s / dt) + 10
-    state = robot.read_state()
-    for _ in range(ticks):
-        delta = target - command
-        biggest = float(np.max(np.abs(delta)))
-        proposal = target if biggest <= speed * dt else command + delta * (speed * dt / biggest)
-        command = robot.send_command(proposal)
-        robot.advance()
-        state = robot.read_state()
-        if shield.estop.latched:
-            break
-        if np.array_equal(command, target) and np.max(np.abs(state.velocity)) < settle_speed:
-            break
-    return state
+        move = move_to(self, position, between=self.between_ticks,
+                       timeout_s=self.reset_timeout_s)
+        if move.timed_out:
+            self.reset_timeouts += 1
+            print(f"shield: the slow reset stopped at its time bound after {move.ticks} ticks, "
+                  f"{np.abs(move.state.position - position).max():.3f} rad from the reset "
+                  "pose; the episode starts there", file=sys.stderr, flush=True)
+        return move.state

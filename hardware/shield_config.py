@@ -92,6 +92,12 @@ class Workspace:
         return bool(np.all(point >= self.lower) and np.all(point <= self.upper)
                     and point[2] >= self.min_height)
 
+    def excess(self, point: np.ndarray) -> float:
+        """How far (m, largest per axis) the ``[3]`` point is outside; 0 when inside."""
+        below = np.maximum(np.asarray(self.lower, dtype=np.float64) - point, 0.0)
+        above = np.maximum(point - np.asarray(self.upper, dtype=np.float64), 0.0)
+        return float(max(below.max(), above.max(), self.min_height - point[2], 0.0))
+
 
 @dataclass
 class ShieldConfig:

@@ -82,7 +82,13 @@ def run_async(rc: RunConfig, run_dir: Path, runtime: RuntimeConfig | None = None
     run_dir = Path(run_dir)
     ctx = mp.get_context("spawn")
     actor_rc = dataclasses.replace(paced(rc, runtime, runtime.pacing == "robot"), device="cpu")
+    check_gate(runtime, rc)  # before a port opens
     env, policy = build_policy(actor_rc)
+    try:
+        gate = make_episode_gate(runtime, env)
+    except Exception:
+        env.close()
+        raise
     if rc.init_from:  # act with the pretrained policy (and its normalizer) from the first tick
         from mbpo_launch.offline import load_policy
 
@@ -92,7 +98,7 @@ def run_async(rc: RunConfig, run_dir: Path, runtime: RuntimeConfig | None = None
     block = create_block(len(flatten(policy.acting_state())))
     try:
         actor = Actor(env, policy, log, runtime, WeightsReader(block), make_control(ctx),
-                      rc.agent.sac.learning_starts, rc.seed)
+                      rc.agent.sac.learning_starts, rc.seed, gate=gate)
         attach_status(env, lambda: (actor.steps, int(actor.control[UPDATES])),
                       rc.agent.sac.learning_starts)
         make_run = partial(build_learner_run, paced(rc, runtime, False), str(run_dir))
@@ -103,6 +109,37 @@ def run_async(rc: RunConfig, run_dir: Path, runtime: RuntimeConfig | None = None
         env.close()
         block.close()
         block.shm.unlink()
+
+
+def check_gate(runtime: RuntimeConfig, rc: RunConfig) -> None:
+    """What ``runtime.episode_gate`` needs and can be checked before the robot connects: a
+    robot task, a terminal for ``key``, the ros2 backend for ``topic``."""
+    gate = runtime.episode_gate
+    if gate is None:
+        return
+    if not rc.task.id.startswith("ArmReach"):
+        raise ConfigError(f"runtime.episode_gate={gate} holds a robot between episodes; "
+                          f"task.id={rc.task.id} has no robot")
+    if gate == "key" and not sys.stdin.isatty():
+        raise ConfigError("runtime.episode_gate=key needs a terminal on stdin to read Enter "
+                          "from; run it in a terminal, or use runtime.episode_gate=file "
+                          "(runtime.gate_file=<path>) or topic (backend=ros2)")
+    if gate == "topic" and rc.backend_name != "ros2":
+        raise ConfigError(f"runtime.episode_gate=topic needs backend=ros2 (the topic is "
+                          f"backend.next_episode_topic); backend={rc.backend_name} has no "
+                          "topics: use key or file")
+
+
+def make_episode_gate(runtime: RuntimeConfig, env: Any) -> Any:
+    """The gate of ``runtime.episode_gate`` on ``env``'s robot (None for none); its
+    start-up errors as :class:`ConfigError`."""
+    from hardware.gate import make_gate
+
+    try:
+        return make_gate(runtime.episode_gate, runtime.gate_file,
+                         getattr(env.unwrapped, "robot", None))
+    except (RuntimeError, ValueError) as err:
+        raise ConfigError(str(err)) from None
 
 
 def open_log(run_dir: Path, obs_dim: int, act_dim: int, runtime: RuntimeConfig) -> Any:
@@ -162,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         saved.backend_name, saved.run_dir = rc.backend_name, str(run_dir)
         OmegaConf.save(saved, run_dir / SAVED_CONFIG)
     OmegaConf.save(OmegaConf.structured(runtime), run_dir / RUNTIME_SAVED)
-    stats = run_async(rc, run_dir, runtime)
+    try:
+        stats = run_async(rc, run_dir, runtime)
+    except ConfigError as err:
+        print(f"mbpo-arm: error: {err}", file=sys.stderr)
+        return 2
     print(json.dumps(stats))
     return 0
 

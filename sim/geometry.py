@@ -85,16 +85,8 @@ class MujocoGeometry:
 
     def contacts(self, q: np.ndarray) -> np.ndarray:
         """``[K, 2]`` geom pairs within the clearance at ``q`` that involve a moving link."""
-        data = self._data
-        data.qpos[self._qadr] = q
-        mujoco.mj_kinematics(self.model, data)
-        mujoco.mj_collision(self.model, data)
-        n = data.ncon
-        if n == 0:
-            return np.zeros((0, 2), dtype=np.int64)
-        geoms = data.contact.geom[:n]
-        static = self._static[geoms]
-        return geoms[~(static[:, 0] & static[:, 1])]
+        geoms, _ = self._contacts(q)
+        return geoms
 
     def collides(self, q: np.ndarray) -> bool:
         """Whether the arm commanded to ``q`` ``[J]`` comes within the clearance of the table
@@ -102,6 +94,32 @@ class MujocoGeometry:
         if len(self.contacts(q)) > 0:
             return True
         return self._compliance is not None and len(self.contacts(self.sagged(q))) > 0
+
+    def penetration(self, q: np.ndarray) -> float:
+        """How deep (m) the arm commanded to ``q`` ``[J]`` is inside the clearance: the
+        deepest of its contacts (at ``q``, and where gravity sags it to); 0 exactly when
+        :meth:`collides` is false. The shield lets an arm that is already inside move only
+        where this does not grow."""
+        depth = float(self._contacts(q)[1].max(initial=0.0))
+        if self._compliance is not None:
+            depth = max(depth, float(self._contacts(self.sagged(q))[1].max(initial=0.0)))
+        return depth
+
+    def _contacts(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Geom pairs ``[K, 2]`` within the clearance at ``q`` that involve a moving link,
+        and how far inside it each is ``[K]`` (m; MuJoCo's ``includemargin - dist``)."""
+        data = self._data
+        data.qpos[self._qadr] = q
+        mujoco.mj_kinematics(self.model, data)
+        mujoco.mj_collision(self.model, data)
+        n = data.ncon
+        if n == 0:
+            return np.zeros((0, 2), dtype=np.int64), np.zeros(0)
+        geoms = data.contact.geom[:n]
+        static = self._static[geoms]
+        keep = ~(static[:, 0] & static[:, 1])
+        depth = data.contact.includemargin[:n] - data.contact.dist[:n]
+        return geoms[keep], np.maximum(depth[keep], 0.0)
 
     def sagged(self, q: np.ndarray) -> np.ndarray:
         """``[J]`` where position servos commanded to ``q`` settle under gravity (rad)."""

@@ -6,7 +6,15 @@ policy on the CPU after, zeros while holding), ``env.step`` it (read state -> sh
 transition with the *executed* action to the :class:`~agent.runtime.replay_log.ReplayLog`,
 then ``put_nowait`` it on the learner's queue (never blocks; when the queue is full or the
 learner gone, the log still has it and the learner reads it from there). Between ticks: poll
-for new weights, and collect young garbage while there is slack.
+for new weights, and collect young garbage while there is slack. A slow reset through the
+shield (a move of ~1-2 s) is ticks too: between them the actor polls weights and runs the
+supervisor's watch, through the shielded robot's ``between_ticks`` hook.
+
+With an episode gate (``runtime.episode_gate``; :mod:`hardware.gate` builds it) the reset at
+an episode's end is followed by a wait: every tick holds position (``env.unwrapped.hold()``:
+the last command again, so the command stream never stops), logs no transition, and polls the
+gate; weights and the supervisor's watch run between these ticks as between any others. One
+line on stderr says what the actor waits for; the next episode starts when it is released.
 
 Measured per tick: period, lateness against the schedule (jitter), missed deadlines, policy
 version lag, queue depth, weight latency (publish to use), transitions per second.
@@ -100,8 +108,15 @@ class Actor:
     """
 
     def __init__(self, env: gym.Env, policy: SAC, log: ReplayLog, cfg: RuntimeConfig,
-                 reader: WeightsReader, control: Any, learning_starts: int, seed: int) -> None:
+                 reader: WeightsReader, control: Any, learning_starts: int, seed: int,
+                 gate: Any = None) -> None:
+        if gate is not None and not hasattr(env.unwrapped, "hold"):
+            raise ValueError(f"runtime.episode_gate={cfg.episode_gate} needs a robot task "
+                             "(ArmReach-*) that can hold position between episodes; "
+                             f"{type(env.unwrapped).__name__} cannot")
         self.env, self.policy, self.log, self.cfg = env, policy, log, cfg
+        self.gate = gate  # what releases the wait after an episode's reset (None: no wait)
+        self.waiting = False  # between episodes, holding until the gate releases
         self.reader, self.control, self.learning_starts = reader, control, learning_starts
         self.queue: Any = None  # set by the supervisor; replaced when the learner restarts
         self.hold = False  # zero actions (holding position) instead of the policy
@@ -111,12 +126,15 @@ class Actor:
         self._template = {k: v.clone() for k, v in policy.acting_state().items()}
         self.obs: np.ndarray | None = None
         self.episodes, self.ticks, self.dropped = 0, 0, 0
+        self.gate_waits, self.gated_ticks, self.gated_s = 0, 0, 0.0
+        self._wait_began = 0.0
         self.version_lag: list[int] = []
         self.queue_depth: list[int] = []
         self.weight_latency: list[float] = []
         self.versions_applied = 0
         self.shield_counts: dict[str, int] = {}  # the safety shield's interventions per rule
         self._shield_shown = 0.0
+        self._between: Callable[[], None] | None = None
         self._t_start = self._t_stop = 0.0
 
     @property
@@ -124,9 +142,15 @@ class Actor:
         """Transitions this run has (in the log), this process's and earlier ones."""
         return self.log.next_seq
 
-    def start(self) -> None:
-        """Start-up: one thread for torch, the first (seeded) reset, the GC frozen."""
+    def start(self, between: Callable[[], None] | None = None) -> None:
+        """Start-up: one thread for torch, the reset hook, the first (seeded) reset, the GC
+        frozen. ``between()`` (the supervisor's watch) also runs between a slow reset's
+        ticks."""
         torch.set_num_threads(1)
+        self._between = between
+        robot = self._shielded_robot()
+        if robot is not None:
+            robot.between_ticks = self.between_reset_ticks
         self.poll_weights()
         self._reset(seed=self.seed)
         gc.collect()
@@ -138,13 +162,22 @@ class Actor:
         """Holding position: no new command is sent (position servos keep the last target;
         the twin does not move without ``advance``); the log is synced."""
         self._t_stop = time.perf_counter()
+        robot = self._shielded_robot()
+        if robot is not None:
+            robot.between_ticks = None
+        if self.gate is not None:
+            self.gate.close()
         self.log.sync()
         gc.unfreeze()
         gc.enable()
 
     # ------------------------------------------------------------------------ the tick
     def tick(self) -> None:
-        """One control period: act, step (paced), log, hand over."""
+        """One control period: act, step (paced), log, hand over; or, while waiting for the
+        episode gate, hold position."""
+        if self.waiting:
+            self._gated_tick()
+            return
         action = self.choose_action(self.obs)
         next_obs, reward, terminated, truncated, info = self.env.step(action)
         if self.cfg.pacing == "actor":
@@ -161,6 +194,8 @@ class Actor:
         if terminated or truncated:
             self.episodes += 1
             self._reset()
+            if self.gate is not None:
+                self._begin_wait()
         else:
             self.obs = next_obs
 
@@ -182,6 +217,13 @@ class Actor:
         if (self.ticks % self.cfg.gc_every_ticks == 0 and deadline is not None
                 and deadline - time.perf_counter() > 0.25 * self.cfg.period):
             gc.collect(0)
+
+    def between_reset_ticks(self) -> None:
+        """Between the ticks of a slow reset: new weights and the supervisor's watch (no
+        metrics, no GC: the reset's ticks are not the actor's)."""
+        self.poll_weights()
+        if self._between is not None:
+            self._between()
 
     def poll_weights(self) -> bool:
         """Load newer published weights if there are any; never blocks."""
@@ -224,6 +266,33 @@ class Actor:
         self.obs, _ = self.env.reset(seed=seed)
         self.schedule.restart()
 
+    def _begin_wait(self) -> None:
+        self.gate.arm()
+        self.waiting, self._wait_began = True, time.monotonic()
+        print(f"actor: episode {self.episodes} done, arm at its reset pose; holding until "
+              f"{self.gate.what} starts episode {self.episodes + 1}", file=sys.stderr,
+              flush=True)
+
+    def _gated_tick(self) -> None:
+        """Hold position for one (paced) tick, then poll the gate; no transition."""
+        self.obs = self.env.unwrapped.hold()
+        if self.cfg.pacing == "actor":
+            self.schedule.wait()
+        self.schedule.mark(time.perf_counter())
+        self.gated_ticks += 1
+        if self.gate.released():
+            waited = time.monotonic() - self._wait_began
+            self.waiting, self.gate_waits = False, self.gate_waits + 1
+            self.gated_s += waited
+            print(f"actor: released by {self.gate.source} after {waited:.1f} s; episode "
+                  f"{self.episodes + 1} starts", file=sys.stderr, flush=True)
+
+    def _shielded_robot(self) -> Any:
+        """The env's robot when it is a shielded one (has a ``between_ticks`` hook), else
+        None (a gymnasium task, an unshielded twin)."""
+        robot = getattr(self.env.unwrapped, "robot", None)
+        return robot if robot is not None and hasattr(robot, "reset_timeouts") else None
+
     # ------------------------------------------------------------------------ figures
     def summary(self) -> dict[str, Any]:
         """Tick, jitter, weights and queue figures of this process (seconds)."""
@@ -239,12 +308,15 @@ class Actor:
                 "queue_depth": _percentiles(self.queue_depth), "queue_dropped": self.dropped,
                 "versions_applied": self.versions_applied,
                 "torn_weight_reads": self.reader.torn_reads, "target_period": s.period,
-                "shield": dict(self.shield_counts)}
+                "shield": dict(self.shield_counts),
+                "reset_timeouts": getattr(self._shielded_robot(), "reset_timeouts", 0),
+                "gate_waits": self.gate_waits, "gated_ticks": self.gated_ticks,
+                "gated_s": self.gated_s}
 
     def series(self) -> dict[str, np.ndarray]:
         """This process's raw per-tick series (seconds): ``period`` and ``lateness``
-        ``[ticks - resets]``, ``weight_latency`` ``[versions applied]``, ``version_lag`` and
-        ``queue_depth`` ``[ticks]``."""
+        ``[ticks + gated ticks - resets]``, ``weight_latency`` ``[versions applied]``,
+        ``version_lag`` and ``queue_depth`` ``[ticks + gated ticks]``."""
         return {"period": np.asarray(self.schedule.periods, dtype=np.float64),
                 "lateness": np.asarray(self.schedule.lateness, dtype=np.float64),
                 "weight_latency": np.asarray(self.weight_latency, dtype=np.float64),

@@ -9,6 +9,7 @@ MODES = ("sync", "async")
 PACING = ("robot", "actor")
 ON_DEATH = ("act", "hold")
 RESETS = ("env",)
+GATES = ("key", "file", "topic")
 
 
 @dataclass
@@ -33,6 +34,10 @@ class RuntimeConfig:
     restart_delay_s: float = 1.0  # wait before restarting a dead learner
     max_restarts: int = 100  # then keep acting without a learner
     reset: str = "env"  # episode end: env (the env's reset)
+    episode_gate: str | None = None  # after each episode's reset, hold position until the
+    #   operator releases: key (Enter in the terminal), file (gate_file appears), topic (true
+    #   on the ros2 backend's next_episode_topic); null: no wait. mode=async only
+    gate_file: str | None = None  # episode_gate=file: this path releases it (then deleted)
     gc_every_ticks: int = 20  # gc.collect(0) between ticks this often, when there is slack
     stop_timeout_s: float = 120.0  # how long shutdown waits for the learner's last checkpoint
 
@@ -54,9 +59,21 @@ class RuntimeConfig:
                 raise ValueError(f"runtime.{name} must be >= 0, got {getattr(self, name)}")
         if self.target_utd is not None and not self.target_utd > 0:
             raise ValueError(f"runtime.target_utd must be > 0 or null, got {self.target_utd}")
+        self._check_gate()
         if self.spin_s >= 1.0 / self.control_hz:
             raise ValueError(f"runtime.spin_s={self.spin_s} is not shorter than the period "
                              f"1/{self.control_hz} s")
+
+    def _check_gate(self) -> None:
+        if self.episode_gate is not None and self.episode_gate not in GATES:
+            raise ValueError(f"runtime.episode_gate={self.episode_gate!r} is not allowed; "
+                             f"choose one of {', '.join(GATES)} or null")
+        if self.episode_gate is not None and self.mode != "async":
+            raise ValueError(f"runtime.episode_gate={self.episode_gate} needs runtime=async (the "
+                             "fixed-rate actor holds position while it waits); runtime=sync "
+                             "has no gate")
+        if self.episode_gate == "file" and not self.gate_file:
+            raise ValueError("runtime.episode_gate=file needs runtime.gate_file=<path>")
 
     @property
     def period(self) -> float:

@@ -98,7 +98,7 @@ class Supervisor:
                                                                     signal.SIGTERM)}
         try:
             self.start_learner()
-            self.actor.start()
+            self.actor.start(self.watch)
             run_actor(self.actor, lambda: self.stopping or self.actor.steps >= total_steps
                       or self.control[ctl.REACHED] >= 0, self.watch)
             self.actor.stop()

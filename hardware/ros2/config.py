@@ -35,6 +35,8 @@ class Ros2Config:
     estop_topic: str = "/mbpo_arm/estop"  # std_msgs/Bool; true stops the arm (latched)
     reset_topic: str = "/mbpo_arm/estop_reset"  # std_msgs/Bool; true releases the e-stop
     status_topic: str = "/mbpo_arm/status"  # std_msgs/String, one JSON object per period
+    next_episode_topic: str = "/mbpo_arm/next_episode"  # std_msgs/Bool; true starts the next
+    #   episode when runtime.episode_gate=topic holds the arm between episodes
     state_qos_depth: int = 5  # keep-last depth of the best-effort joint-state subscription
     control_hz: float = 20.0  # control rate; advance() sleeps to the next period boundary
     lower: tuple[float, ...] = (-1.92, -1.75, -1.69, -1.66, -2.74, -0.17)  # rad, per joint
@@ -72,7 +74,7 @@ class Ros2Config:
             raise ValueError(f"backend.command_type={self.command_type!r} is unknown; choose "
                              f"one of {COMMAND_TYPES}")
         for name in ("state_topic", "command_topic", "trajectory_topic", "estop_topic",
-                     "reset_topic", "status_topic"):
+                     "reset_topic", "status_topic", "next_episode_topic"):
             check_topic(str(getattr(self, name)), f"backend.{name}")
         if self.domain_id is None:
             self.domain_id = int(os.environ.get("ROS_DOMAIN_ID", "0") or 0)
@@ -99,7 +101,8 @@ class Ros2Config:
         command = self.command_topic if self.command_type == "position" \
             else self.trajectory_topic
         return {"state": self.state_topic, "command": command, "estop": self.estop_topic,
-                "reset": self.reset_topic, "status": self.status_topic}
+                "reset": self.reset_topic, "status": self.status_topic,
+                "next_episode": self.next_episode_topic}
 
 
 def _names(value: Sequence[str] | str, key: str) -> tuple[str, ...]:

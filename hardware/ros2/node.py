@@ -7,6 +7,8 @@ one-point ``trajectory_msgs/JointTrajectory`` for a ``joint_trajectory_controlle
 - ``estop_topic`` (``std_msgs/Bool``): ``true`` latches an e-stop: the arm holds its last
   target, no other command goes out, and :attr:`Ros2Robot.on_estop` is called (the composition
   root connects the safety shield's e-stop there); ``true`` on ``reset_topic`` releases it.
+- ``next_episode_topic`` (``std_msgs/Bool``): ``true`` calls :attr:`Ros2Robot.on_next_episode`
+  (the operator's gate between episodes, ``runtime.episode_gate=topic``).
 - ``status_topic`` (``std_msgs/String``): one JSON object every ``status_every_s``: tick
   jitter, missed deadlines, joint states received and rejected, the e-stop, and whatever the
   :attr:`Ros2Robot.status_sources` add (shield interventions, achieved UTD).
@@ -47,6 +49,8 @@ class Ros2Robot:
         on_estop: called with a source name when an e-stop arrives on ``estop_topic``.
         on_estop_reset: called with a source name when ``reset_topic`` releases it; raising
             RuntimeError there keeps the e-stop latched.
+        on_next_episode: called with a source name when ``true`` arrives on
+            ``next_episode_topic`` (on the control loop's thread, in ``read_state``).
         status_sources: functions whose dicts are merged into each status message.
         estopped: whether the e-stop is latched.
         lateness: the last ``JITTER_WINDOW`` ticks' wake-up lateness after the deadline (s).
@@ -61,6 +65,7 @@ class Ros2Robot:
         self.control_period = 1.0 / self.config.control_hz
         self.on_estop: Callable[[str], None] | None = None
         self.on_estop_reset: Callable[[str], None] | None = None
+        self.on_next_episode: Callable[[str], None] | None = None
         self.status_sources: list[Callable[[], dict[str, Any]]] = []
         self.estopped = False
         self._transport = transport
@@ -109,6 +114,7 @@ class Ros2Robot:
                     QosProfile(reliable=False, depth=cfg.state_qos_depth), self._on_joint_state)
         t.subscribe(cfg.estop_topic, msg.Bool, EVENTS, self._on_estop)
         t.subscribe(cfg.reset_topic, msg.Bool, EVENTS, self._on_reset)
+        t.subscribe(cfg.next_episode_topic, msg.Bool, EVENTS, self._on_next_episode)
         if cfg.command_type == "position":
             self._publish_command = t.publisher(cfg.command_topic, msg.Float64MultiArray,
                                                 COMMANDS)
@@ -319,3 +325,7 @@ class Ros2Robot:
                 return
         self.estopped = False
         log.warning("e-stop released from %s", source)
+
+    def _on_next_episode(self, message: Any) -> None:
+        if message.data and self.on_next_episode is not None:
+            self.on_next_episode(f"ros2:{self.config.next_episode_topic}")

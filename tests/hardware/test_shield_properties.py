@@ -136,3 +136,30 @@ def test_interval_rules_count_each_intervention(so101) -> None:
     assert result.reasons == ("position", "step", "velocity", "acceleration")
     np.testing.assert_allclose(np.abs(result.command - q), cfg.acceleration * dt * dt)
     assert shield.counts["position"] == 1 and shield.counts["acceleration"] == 1
+
+
+def test_a_stream_restarted_inside_the_clearance_can_leave_it(so101, geometry) -> None:
+    # A reset restarts the command stream at the measured pose; one inside the clearance
+    # (here 4 cm of shoulder past its boundary) held the arm for good at 100 Hz: from rest
+    # one tick reaches acceleration * dt^2 = 0.01 rad, and every command that near was unsafe.
+    dt, zero = 0.01, np.zeros(J)
+    shield = Shield(so101, dt, geometry, estop=EStop())
+    inside = so101.home.copy()
+    inside[1] += 0.30
+    assert geometry.collides(inside)
+    shield.restart(RobotState(inside, zero, 0.0), 0.0)
+    deeper = inside.copy()
+    deeper[1] += 0.2
+    result = shield.filter(deeper, RobotState(inside, zero, dt), dt)
+    np.testing.assert_array_equal(result.command, inside)  # never deeper in
+    assert "collision" in result.reasons
+    q, depth, first = inside, geometry.penetration(inside), None
+    for k in range(2, 80):  # towards home
+        result = shield.filter(so101.home, RobotState(q, zero, k * dt), k * dt)
+        q = result.command
+        first = q.copy() if first is None else first
+        assert geometry.penetration(q) <= depth + 1e-9  # no deeper, ever
+        depth = geometry.penetration(q)
+    assert geometry.collides(first)  # the first step out was still inside: a safe-only
+    assert not geometry.collides(q)  # rule refused it; the arm is out now
+    assert q[1] < inside[1] - 0.1
