@@ -60,6 +60,7 @@ def table(stats: dict, hz: float) -> str:
     rows += [f"{'missed deadlines':24s}{stats['missed_deadlines']}",
              f"{'skipped ticks':24s}{stats.get('skipped_ticks', '-')}",
              f"{'reset timeouts':24s}{stats.get('reset_timeouts', '-')}",
+             f"{'actor scheduling':24s}{stats.get('scheduling', {}).get('priority', '-')}",
              f"{'version lag (updates)':24s}p50 {lag['p50']}  p99 {lag['p99']}  max {lag['max']}",
              f"{'queue depth':24s}p50 {depth['p50']}  p99 {depth['p99']}  max {depth['max']}",
              f"{'achieved UTD':24s}{_num(stats['achieved_utd'])} "

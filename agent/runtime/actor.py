@@ -36,6 +36,7 @@ import torch
 from agent.logger import shield_line
 from agent.runtime import control as ctl
 from agent.runtime.config import RuntimeConfig
+from agent.runtime.priority import pin, raise_priority
 from agent.runtime.replay_log import ReplayLog
 from agent.runtime.weights import WeightsReader, unflatten
 from agent.sac import SAC
@@ -136,6 +137,8 @@ class Actor:
         self._shield_shown = 0.0
         self._between: Callable[[], None] | None = None
         self._t_start = self._t_stop = 0.0
+        self.scheduling: dict[str, Any] = {}  # priority and CPUs applied at start
+        self._restore_scheduling: Callable[[], Any] = lambda: None
 
     @property
     def steps(self) -> int:
@@ -147,6 +150,10 @@ class Actor:
         frozen. ``between()`` (the supervisor's watch) also runs between a slow reset's
         ticks."""
         torch.set_num_threads(1)
+        applied, lower = raise_priority(self.cfg.priority)
+        unpin = pin(self.cfg.actor_cpus)
+        self._restore_scheduling = lambda: (lower(), unpin())
+        self.scheduling = {"priority": applied, "actor_cpus": self.cfg.actor_cpus}
         self._between = between
         robot = self._shielded_robot()
         if robot is not None:
@@ -168,6 +175,7 @@ class Actor:
         if self.gate is not None:
             self.gate.close()
         self.log.sync()
+        self._restore_scheduling()
         gc.unfreeze()
         gc.enable()
 
@@ -300,6 +308,7 @@ class Actor:
         s = self.schedule
         return {"ticks": self.ticks, "actor_steps": self.steps, "episodes": self.episodes,
                 "transitions_per_s": self.ticks / elapsed, "missed_deadlines": s.missed,
+                "scheduling": self.scheduling,
                 "skipped_ticks": s.skipped,
                 "period": _percentiles(s.periods),
                 "abs_jitter": _percentiles(np.abs(s.lateness)),

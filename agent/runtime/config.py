@@ -10,6 +10,7 @@ PACING = ("robot", "actor")
 ON_DEATH = ("act", "hold")
 RESETS = ("env",)
 GATES = ("key", "file", "topic")
+PRIORITIES = ("fifo", "nice", "normal")  # agent.runtime.priority
 
 
 @dataclass
@@ -38,12 +39,16 @@ class RuntimeConfig:
     #   operator releases: key (Enter in the terminal), file (gate_file appears), topic (true
     #   on the ros2 backend's next_episode_topic); null: no wait. mode=async only
     gate_file: str | None = None  # episode_gate=file: this path releases it (then deleted)
+    priority: str = "fifo"  # actor thread: fifo (SCHED_FIFO 50), nice (-10) or normal; falls
+    #   back to what the system allows (agent/runtime/priority.py)
+    actor_cpus: list[int] | None = None  # pin the actor to these CPUs; null: no pinning
+    learner_cpus: list[int] | None = None  # pin the learner; null: the CPUs the actor leaves
     gc_every_ticks: int = 20  # gc.collect(0) between ticks this often, when there is slack
     stop_timeout_s: float = 120.0  # how long shutdown waits for the learner's last checkpoint
 
     def __post_init__(self) -> None:
         choices = (("mode", MODES), ("pacing", PACING), ("on_learner_death", ON_DEATH),
-                   ("reset", RESETS))
+                   ("priority", PRIORITIES), ("reset", RESETS))
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"runtime.{name}={getattr(self, name)!r} is not allowed; "

@@ -31,6 +31,7 @@ import torch
 from agent.run import Run, restore
 from agent.runtime import control as ctl
 from agent.runtime.config import RuntimeConfig
+from agent.runtime.priority import pin
 from agent.runtime.replay_log import LogRecords, read_log, record_dtype, unpack_records
 from agent.runtime.weights import WeightsPublisher, attach_block, flatten
 from agent.train import (
@@ -252,6 +253,7 @@ def learner_main(make_run: Callable[[], Run], cfg: RuntimeConfig, log_path: str,
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(cfg.learner_threads)
+    pin(cfg.learner_cpus)
     run = make_run()
     restore(run)
     control[ctl.CHECKPOINT_STEP] = run.counters.env_steps

@@ -12,6 +12,7 @@ learner ingests up to the actor's last transition and checkpoints, everything ex
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import time
@@ -25,6 +26,7 @@ from agent.runtime import control as ctl
 from agent.runtime.actor import Actor, run_actor
 from agent.runtime.config import RuntimeConfig
 from agent.runtime.learner import learner_main
+from agent.runtime.priority import other_cpus
 from agent.runtime.replay_log import read_log
 
 PID_FILE = "learner.pid"
@@ -44,6 +46,8 @@ class Supervisor:
 
     def __init__(self, actor: Actor, cfg: RuntimeConfig, make_run: Callable[[], Any],
                  run_dir: Path, weights_name: str, ctx: BaseContext) -> None:
+        if cfg.learner_cpus is None and cfg.actor_cpus is not None:  # before the actor pins
+            cfg = dataclasses.replace(cfg, learner_cpus=other_cpus(cfg.actor_cpus))
         self.actor, self.cfg, self.make_run, self.run_dir = actor, cfg, make_run, run_dir
         self.weights_name, self.ctx, self.control = weights_name, ctx, actor.control
         self.proc: Any = None

@@ -1,0 +1,81 @@
+"""Operating-system scheduling for the actor: a real-time priority and, optionally, its own CPUs.
+
+A fixed-rate loop on a general-purpose kernel misses deadlines when the scheduler runs something
+else at its tick: the learner, the queue's feeder thread, any other process. Under
+``SCHED_FIFO`` the actor's thread preempts every normal thread the moment its sleep ends, the
+way ros2_control's controller manager runs its update loop (priority 50). The policy is set
+with ``SCHED_RESET_ON_FORK``, so threads and processes started later (the learner, the log's
+fsync thread, the queue's feeder) run at normal priority. Without the privilege for it
+(``CAP_SYS_NICE``, or an ``rtprio`` limit in ``/etc/security/limits.conf``) it falls back to
+the highest ``nice`` allowed, then to nothing; what was applied is reported, never an error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Sequence
+
+from agent.runtime.config import PRIORITIES
+
+FIFO_PRIORITY = 50  # ros2_control's default for its real-time loop
+NICE = -10
+
+
+def raise_priority(kind: str) -> tuple[str, Callable[[], None]]:
+    """Raise the calling thread's priority as far as ``kind`` (``fifo``, ``nice`` or
+    ``normal``) asks and the system allows.
+
+    Returns what was applied (``"fifo:50"``, ``"nice:-10"`` or the nice value reached, or
+    ``"normal"``) and a function that puts the thread back as it was.
+    """
+    if kind not in PRIORITIES:
+        raise ValueError(f"priority {kind!r} is not one of {', '.join(PRIORITIES)}")
+    if not hasattr(os, "getpriority"):
+        return "normal", lambda: None
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+
+    def undo() -> None:
+        if hasattr(os, "SCHED_OTHER"):
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        with contextlib.suppress(PermissionError, OSError):  # lowering needs no privilege
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+
+    if kind == "fifo" and hasattr(os, "SCHED_FIFO"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK,
+                                  os.sched_param(FIFO_PRIORITY))
+            return f"fifo:{FIFO_PRIORITY}", undo
+        except (PermissionError, OSError):
+            pass
+    if kind in ("fifo", "nice"):
+        for value in (NICE, -5, -1):
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, value)
+                return f"nice:{value}", undo
+            except (PermissionError, OSError):
+                continue
+    return "normal", lambda: None
+
+
+def pin(cpus: Sequence[int] | None) -> Callable[[], None]:
+    """Restrict the calling thread (and what it starts later) to ``cpus``; ``None`` leaves it.
+    Returns a function that restores the CPUs it had."""
+    if cpus is None or not hasattr(os, "sched_setaffinity"):
+        return lambda: None
+    before = os.sched_getaffinity(0)
+    unknown = sorted(set(cpus) - before)
+    if unknown or not cpus:
+        raise ValueError(f"CPUs {list(cpus)}: {unknown or 'none'} not available; this process "
+                         f"may use {sorted(before)} (runtime.actor_cpus / learner_cpus)")
+    os.sched_setaffinity(0, cpus)
+    return lambda: os.sched_setaffinity(0, before)
+
+
+def other_cpus(cpus: Sequence[int] | None) -> list[int] | None:
+    """The CPUs this process may use that are not in ``cpus`` (for the learner when the actor
+    takes ``cpus``); ``None`` when ``cpus`` is ``None`` or it would leave none."""
+    if cpus is None or not hasattr(os, "sched_getaffinity"):
+        return None
+    rest = sorted(os.sched_getaffinity(0) - set(cpus))
+    return rest or None
