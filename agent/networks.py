@@ -53,6 +53,9 @@ class Actor(nn.Module):
 class TwinCritic(nn.Module):
     """``E`` Q-functions as one ensemble MLP: every member runs in the same batched matmuls.
 
+    ``layer_norm`` adds a LayerNorm after each hidden layer, which keeps Q estimates bounded at
+    high update-to-data ratios (Ball et al. 2023, "RLPD"; Nauman et al. 2024, "BRO").
+
     ``forward(obs [B, obs_dim], action [B, A]) -> q [E, B]``: the input ``[B, obs + A]`` is
     broadcast to ``[E, B, obs + A]`` (a stride-0 view, no copy) and passed through
     :class:`~agent.layers.EnsembleLinear` layers, ``[E, B, D] -> [E, B, 1]``. Members are
@@ -60,14 +63,19 @@ class TwinCritic(nn.Module):
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
-                 members: int = 2, activation: Callable[[], nn.Module] = nn.ReLU) -> None:
+                 members: int = 2, activation: Callable[[], nn.Module] = nn.ReLU,
+                 layer_norm: bool = False) -> None:
         super().__init__()
         self.members = members
         dims = [obs_dim + act_dim, *hidden, 1]
         layers: list[nn.Module] = []
         for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
-            layers += [EnsembleLinear(members, d_in, d_out), activation()]
-        self.net = nn.Sequential(*layers[:-1])  # no activation on the output
+            layers.append(EnsembleLinear(members, d_in, d_out))
+            if layer_norm:  # per member and sample, no shared affine: members stay independent
+                layers.append(nn.LayerNorm(d_out, elementwise_affine=False))
+            layers.append(activation())
+        # no normalization or activation on the output
+        self.net = nn.Sequential(*layers[:-(2 if layer_norm else 1)])
 
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         x = torch.cat([obs, action], dim=-1)

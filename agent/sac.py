@@ -41,6 +41,7 @@ class SACConfig:
     """SAC hyperparameters; defaults as cleanrl / SB3 / Haarnoja et al. 2018b."""
 
     hidden: tuple[int, ...] = (256, 256)  # hidden widths of the actor and of each critic
+    critic_layer_norm: bool = False  # LayerNorm after each critic hidden layer (high UTD)
     actor_lr: float = 3e-4  # Adam learning rate of the policy
     critic_lr: float = 3e-4  # Adam learning rate of the twin critic
     alpha_lr: float = 3e-4  # Adam learning rate of log(alpha)
@@ -127,7 +128,8 @@ class SAC:
         with torch.random.fork_rng(devices=[]):  # weights from our seed, global RNG untouched
             torch.default_generator.manual_seed(_draw_seed(generator))
             self.actor = Actor(obs_dim, act_dim, cfg.hidden).to(self.device)
-            self.critic = TwinCritic(obs_dim, act_dim, cfg.hidden).to(self.device)
+            self.critic = TwinCritic(obs_dim, act_dim, cfg.hidden,
+                                     layer_norm=cfg.critic_layer_norm).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(cfg.init_alpha), device=self.device,
                                       requires_grad=True)

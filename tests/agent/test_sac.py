@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from agent.io import atomic_torch_save
+from agent.layers import EnsembleLinear
 from agent.math import critic_target
 from agent.networks import Actor, LoopCritic, TwinCritic
 from agent.replay import ReplayBuffer
@@ -95,16 +96,19 @@ def test_act_shapes_range_and_determinism() -> None:
         sac.act(np.zeros(OBS + 1))
 
 
-def test_twin_critic_matches_a_manual_per_member_computation() -> None:
-    critic = TwinCritic(OBS, ACT, (16, 8))
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_twin_critic_matches_a_manual_per_member_computation(layer_norm: bool) -> None:
+    critic = TwinCritic(OBS, ACT, (16, 8), layer_norm=layer_norm)
     obs, action = torch.randn(5, OBS), torch.randn(5, ACT)
     x = torch.cat([obs, action], dim=-1)
-    layers = [m for m in critic.net if hasattr(m, "weight")]
+    layers = [m for m in critic.net if isinstance(m, EnsembleLinear)]
     for e in range(2):
         h = x
         for i, layer in enumerate(layers):
             h = h @ layer.weight[e] + layer.bias[e, 0]
-            h = F.relu(h) if i < len(layers) - 1 else h
+            if i < len(layers) - 1:
+                h = F.layer_norm(h, h.shape[-1:]) if layer_norm else h
+                h = F.relu(h)
         torch.testing.assert_close(critic(obs, action)[e], h.squeeze(-1))
     q = critic(obs, action)
     assert not torch.allclose(q[0], q[1])  # members initialised independently
