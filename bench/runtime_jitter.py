@@ -110,9 +110,9 @@ def main() -> None:
     print(table(stats, args.hz))
     stem.parent.mkdir(parents=True, exist_ok=True)
     json_path, png_path = Path(f"{stem}.json"), Path(f"{stem}.png")
-    json_path.write_text(json.dumps({"args": {k: str(v) for k, v in
-                                                              vars(args).items()},
-                                                     **stats}, indent=1))
+    shown = {k: str(v.relative_to(ROOT) if isinstance(v, Path) and v.is_relative_to(ROOT)
+                     else v) for k, v in vars(args).items()}  # no machine paths in results
+    json_path.write_text(json.dumps({"args": shown, **stats}, indent=1))
     plot(load_npz(run_dir / "runtime_ticks.npz"), args.hz, png_path)
     print(f"saved {json_path} and {png_path}")
 
