@@ -51,6 +51,7 @@ class MBPOConfig:
     """Model-based policy optimization (Janner et al. 2019, algorithm 2 and appendix C)."""
 
     model_train_every: int = 250  # env steps between model trainings (each followed by a rollout)
+    rollout_every: int | None = None  # env steps between rollouts; None: model_train_every
     model_learning_starts: int = 5_000  # real steps collected before the first model training
     rollout_batch: int = 100_000  # real start states per branched rollout
     # [start_epoch, end_epoch, min_h, max_h]: horizon grows linearly between the epochs
@@ -73,6 +74,9 @@ class MBPOConfig:
             raise ValueError("agent.mbpo.horizon_schedule must be [start_epoch, end_epoch, "
                              f"min_h, max_h] with 1 <= min_h <= max_h, got "
                              f"{list(self.horizon_schedule)}")
+        if self.rollout_every is not None and self.rollout_every < 1:
+            raise ValueError(f"agent.mbpo.rollout_every must be >= 1 or null, got "
+                             f"{self.rollout_every}")
         for name in ("model_train_every", "rollout_batch", "epoch_length", "retain_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"agent.mbpo.{name} must be >= 1, got {getattr(self, name)}")
@@ -86,9 +90,14 @@ class MBPOConfig:
             raise ValueError("agent.mbpo.penalty_anneal_steps must be >= 0, got "
                              f"{self.penalty_anneal_steps}")
 
+    @property
+    def rollout_period(self) -> int:
+        """Env steps between model rollouts."""
+        return self.rollout_every or self.model_train_every
+
     def model_buffer_capacity(self, horizon: int) -> int:
         """Retention epochs x rollouts per epoch x rollout batch x horizon (MBPO's sizing)."""
-        per_epoch = max(self.epoch_length // self.model_train_every, 1)
+        per_epoch = max(self.epoch_length // self.rollout_period, 1)
         return self.retain_epochs * per_epoch * self.rollout_batch * horizon
 
 
@@ -144,6 +153,7 @@ class Run:
     seeded: bool = False  # the env's first reset in this process is seeded
     model: Model | None = None  # MBPO's model; None for model-free SAC
     model_log: dict[str, Any] = field(default_factory=dict)  # latest model and rollout figures
+    rolled_out_at: int = -1  # env step of the last model rollout (-1: none in this process)
     shield_counts: dict[str, int] = field(default_factory=dict)  # interventions per rule
 
 

@@ -33,6 +33,7 @@ def train(run: Run) -> dict[str, Any]:
         obs = collect_step(run, obs)
         if model_due(run):
             train_model(run)
+        if rollout_due(run):
             rollout_model(run)
         update_policy(run)
         step = run.counters.env_steps
@@ -95,6 +96,20 @@ def model_due(run: Run) -> bool:
     return step >= cfg.model_learning_starts and step % cfg.model_train_every == 0
 
 
+def rollout_due(run: Run) -> bool:
+    """A trained model rolls out every ``rollout_every`` env steps (by default right after
+    each training): more often, with a smaller batch, keeps the model data closer to the
+    current policy (MOPO's offline loop rolls out every few hundred updates the same way)."""
+    if run.model is None or not run.model.elites:
+        return False
+    step, period, last = run.counters.env_steps, run.model.mbpo.rollout_period, run.rolled_out_at
+    if step == last:
+        return False
+    # multiples of the period (as a resumed run would meet them), or a period since the last
+    # rollout (the async learner takes in several steps at a time and may pass a multiple)
+    return model_due(run) or step % period == 0 or (last >= 0 and step - last >= period)
+
+
 def train_model(run: Run) -> dict[str, Any]:
     """Fit the ensemble on all real data, choose elites, measure multi-step error on recent
     real episodes; the report is logged and appended to ``model_reports.jsonl``."""
@@ -123,6 +138,7 @@ def rollout_model(run: Run) -> dict[str, float]:
     epoch = run.counters.env_steps // cfg.epoch_length
     model.horizon = rollout_horizon(epoch, cfg.horizon_schedule)
     ensure_model_buffer(run)
+    run.rolled_out_at = run.counters.env_steps
     # Start states sampled on the CPU: branched_rollout moves them to the model's device once.
     start = run.replay.sample(cfg.rollout_batch, run.rng).obs.numpy()
     if cfg.goal_relabel > 0 and model.relabel_fn is not None:

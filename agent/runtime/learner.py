@@ -39,6 +39,7 @@ from agent.train import (
     evaluate,
     model_due,
     reached_target,
+    rollout_due,
     rollout_model,
     train_model,
     update_policy,
@@ -144,6 +145,9 @@ class Learner:
             train_model(run)
             rollout_model(run)
             self.model_pending = False
+            return True
+        if rollout_due(run):
+            rollout_model(run)
             return True
         if self.updates_due() >= run.sac_cfg.utd:
             update_policy(run)

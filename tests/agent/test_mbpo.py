@@ -183,3 +183,25 @@ def test_rollouts_start_from_relabelled_states_when_the_task_has_goals(tmp_path:
     rollout_model(run)
     assert calls == [((50, 2), 0.3)]
     np.testing.assert_array_equal(run.model.buffer.all()["obs"], 7.0)
+
+
+def test_rollouts_come_every_rollout_every_steps_and_after_each_model_training(
+        tmp_path: Path) -> None:
+    """Sync: at multiples of ``rollout_every`` and at each model training, once per step;
+    the async learner, which takes in several steps at once, also when a period has passed
+    since the last rollout."""
+    from agent.train import rollout_due
+
+    run = make_run(tmp_path, 300, "agent.mbpo.rollout_every=40")  # model every 150 from 300
+    assert not rollout_due(run)  # no trained model yet
+    run.model.elites = [0, 1, 2]
+    due = []
+    for step in range(300, 460):
+        run.counters.env_steps = step
+        if rollout_due(run):
+            due.append(step)
+            run.rolled_out_at = step
+    assert due == [300, 320, 360, 400, 440, 450]
+    assert not rollout_due(run)  # same step again: not twice
+    run.counters.env_steps = 505  # the learner jumped past 480 and 500
+    assert rollout_due(run)
