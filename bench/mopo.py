@@ -75,6 +75,11 @@ def pretrain(a: argparse.Namespace, dataset: str, seed: int, penalty: float) -> 
 def online(a: argparse.Namespace, seed: int, init_from: str | None) -> dict:
     name = f"{'finetune' if init_from else 'scratch'}-s{seed}"
     run = a.runs / name
+    if init_from is None and a.scratch_runs is not None:  # learning_curve.py's mbpo_reach runs
+        run = a.scratch_runs / f"reach-mbpo_reach-s{seed}"
+        if not (run / "checkpoints").exists():
+            raise SystemExit(f"{run}: no finished MBPO run there; run bench/learning_curve.py "
+                             f"--agents mbpo_reach --runs {a.scratch_runs} first")
     extra = [f"init_from={init_from}", "agent=mopo_reach"] if init_from else \
         ["agent=mbpo_reach", "agent.sac.hidden=[128,128]"]
     if not (run / "checkpoints").exists() and not a.report_only:
@@ -145,6 +150,10 @@ def main() -> None:
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench-mopo")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "reach_mopo")
     p.add_argument("--report-only", action="store_true")
+    p.add_argument("--scratch-runs", type=Path, default=None,
+                   help="take MBPO from scratch from bench/learning_curve.py --agents "
+                        "mbpo_reach --runs DIR (same preset and online eval, 10 episodes) "
+                        "instead of training it again")
     a = p.parse_args()
     a.runs = a.runs.resolve()
     dataset = make_dataset(a)

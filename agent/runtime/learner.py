@@ -60,6 +60,7 @@ class Learner:
         self.dtype = record_dtype(obs_dim, act_dim)
         self.target_utd = cfg.target_utd if cfg.target_utd is not None else run.sac_cfg.utd
         self.model_pending = False
+        self.updates_at_rollout = 0  # SAC updates done when the last model rollout ran
         now = time.monotonic()
         self.t_publish = self.t_checkpoint = self.t_log = self.t_heard = now
         self.updates_published = -1
@@ -143,16 +144,28 @@ class Learner:
         run = self.run
         if self.model_pending:
             train_model(run)
-            rollout_model(run)
+            self.rollout()
             self.model_pending = False
             return True
-        if rollout_due(run):
-            rollout_model(run)
+        if rollout_due(run) and self.rollout_allowed():
+            self.rollout()
             return True
         if self.updates_due() >= run.sac_cfg.utd:
             update_policy(run)
             return True
         return False
+
+    def rollout_allowed(self) -> bool:
+        """Keep the sync loop's ratio of rollouts to updates (``utd x rollout_period``
+        updates between rollouts): a learner slower than the actor would otherwise spend all
+        its time on the rollouts that ``rollout_every`` asks for and update nothing."""
+        run = self.run
+        between = run.sac_cfg.utd * run.model.mbpo.rollout_period
+        return run.counters.updates - self.updates_at_rollout >= between
+
+    def rollout(self) -> None:
+        rollout_model(self.run)
+        self.updates_at_rollout = self.run.counters.updates
 
     def publish(self, force: bool = False) -> None:
         """Publish the actor's weights every ``publish_every_updates`` updates or

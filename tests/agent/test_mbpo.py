@@ -205,3 +205,30 @@ def test_rollouts_come_every_rollout_every_steps_and_after_each_model_training(
     assert not rollout_due(run)  # same step again: not twice
     run.counters.env_steps = 505  # the learner jumped past 480 and 500
     assert rollout_due(run)
+
+
+def test_a_slow_async_learner_keeps_the_sync_ratio_of_rollouts_to_updates(
+        tmp_path: Path) -> None:
+    """When the actor outpaces the learner, every ``learn`` could find a rollout due (a period
+    of env steps passes during each one) and no SAC update would ever run: the learner rolls
+    out again only after the ``utd x rollout_every`` updates the sync loop does in between."""
+    from agent.runtime.config import RuntimeConfig
+    from agent.runtime.learner import Learner
+
+    run = make_run(tmp_path, 300, "agent.mbpo.rollout_every=10", "agent.sac.utd=4",
+                   "agent.mbpo.rollout_batch=50")
+    n = 400
+    rng = np.random.default_rng(0)
+    run.replay.add(rng.normal(size=(n, 2)), rng.uniform(-1, 1, (n, 2)), np.zeros(n),
+                   rng.normal(size=(n, 2)), np.zeros(n, bool), np.zeros(n, bool))
+    run.counters.env_steps, run.model.elites = n, [0, 1, 2]
+    learner = Learner(run, RuntimeConfig(mode="async"), tmp_path / "replay.log", None, None,
+                      {})
+    kinds = []
+    for _ in range(60):
+        run.counters.env_steps += 20  # the actor ran on during the last piece of work
+        updates = run.counters.updates
+        learner.learn()
+        kinds.append("update" if run.counters.updates > updates else "rollout")
+    assert kinds.count("rollout") >= 1
+    assert kinds.count("update") >= 0.85 * len(kinds)  # 40 updates (10 x 4) per rollout
