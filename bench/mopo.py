@@ -8,6 +8,8 @@
 
     python bench/mopo.py --seeds 0 1 2 --updates 5000 --model-epochs 50
     python bench/mopo.py --seeds 0 1 2 --finetune-steps 5000 --report-only
+    python bench/mopo.py --finetune-steps 4000 --scratch-runs runs/bench-reach  # MBPO from
+        # scratch taken from bench/learning_curve.py --agents mbpo_reach --runs runs/bench-reach
 
 Prints a table, saves ``<out>.json`` and ``<out>.png``. Finished runs under ``--runs`` are
 reused. Each run gets one CPU thread; ``--jobs`` run at once.
