@@ -107,7 +107,8 @@ def reach_relabel(obs: np.ndarray, fraction: float, rng: np.random.Generator, *,
     rows = np.flatnonzero(rng.random(n) < fraction)
     donors = rng.integers(0, n, len(rows))
     kind = rng.integers(0, 3, len(rows))[:, None]
-    new = np.where(kind == 0, obs[donors][:, layout.target], obs[donors][:, layout.ee])
+    donor = obs[donors]
+    new = np.where(kind == 0, donor[:, layout.target], donor[:, layout.ee])
     ee = out[rows, layout.ee]
     new = np.where(kind == 2, ee + rng.normal(0.0, near, ee.shape), new)
     out[rows, layout.target] = new

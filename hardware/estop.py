@@ -193,17 +193,23 @@ _KEYS: KeyTrigger | None = None  # the process's reader of its terminal, once on
 def process_keys() -> KeyTrigger | None:
     """The process's one reader of stdin's keys: the e-stop's when it runs, else a new one
     (started, restored at exit). ``None`` when stdin is not a TTY."""
-    global _KEYS
     if _KEYS is not None and _KEYS.running:
         return _KEYS
     reader = KeyTrigger(None, None)
+    return reader if _start_keys(reader) else None
+
+
+def _start_keys(reader: KeyTrigger) -> bool:
+    """Start ``reader`` as the process's reader of its terminal (stopped at exit, which
+    restores the terminal); False when stdin is not a TTY."""
+    global _KEYS
     if not reader.start():
-        return None
+        return False
     import atexit
 
     atexit.register(reader.stop)
     _KEYS = reader
-    return reader
+    return True
 
 
 def process_estop(key: str | None = "e", signal_name: str | None = "SIGUSR1",
@@ -211,7 +217,7 @@ def process_estop(key: str | None = "e", signal_name: str | None = "SIGUSR1",
     """The one e-stop of this process, shared by all its shielded robots (one button stops
     every arm the process drives). Its triggers start on the first call; later calls return
     it as it is."""
-    global _PROCESS, _KEYS
+    global _PROCESS
     if _PROCESS is not None:
         return _PROCESS
     estop = _PROCESS = EStop(file)
@@ -220,13 +226,7 @@ def process_estop(key: str | None = "e", signal_name: str | None = "SIGUSR1",
         + (" (press r)" if key else ""), file=sys.stderr, flush=True))
     if signal_name is not None:
         install_signal(estop, signal_name)
-    if key is not None:
-        reader = KeyTrigger(estop, key)
-        if reader.start():
-            import atexit
-
-            _KEYS = reader
-            atexit.register(reader.stop)
-            print(f"e-stop: press {key!r} to stop the arm, r to reset", file=sys.stderr,
-                  flush=True)
+    if key is not None and _start_keys(KeyTrigger(estop, key)):
+        print(f"e-stop: press {key!r} to stop the arm, r to reset", file=sys.stderr,
+              flush=True)
     return estop
