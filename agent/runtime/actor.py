@@ -3,8 +3,9 @@
 A tick: choose the action for the latest observation (random before ``learning_starts``, the
 policy on the CPU after, zeros while holding), ``env.step`` it (read state -> shield -> send ->
 ``robot.advance()``, which returns at the wall-clock tick when the robot paces), append the
-transition with the *executed* action to the :class:`~agent.runtime.replay_log.ReplayLog`,
-then ``put_nowait`` it on the learner's queue (never blocks; when the queue is full or the
+transition with the *executed* action to the :class:`~agent.runtime.replay_log.ReplayLog`
+(memory only: the log's writer thread writes it, then puts it on the learner's queue with
+``put_nowait``, so the learner never sees what the log lacks; when the queue is full or the
 learner gone, the log still has it and the learner reads it from there). Between ticks: poll
 for new weights, and collect young garbage while there is slack. A slow reset through the
 shield (a move of ~1-2 s) is ticks too: between them the actor polls weights and runs the
@@ -36,7 +37,7 @@ import torch
 from agent.logger import shield_line
 from agent.runtime import control as ctl
 from agent.runtime.config import RuntimeConfig
-from agent.runtime.priority import pin, raise_priority
+from agent.runtime.priority import pin, raise_priority, raise_thread
 from agent.runtime.replay_log import ReplayLog
 from agent.runtime.weights import WeightsReader, unflatten
 from agent.sac import SAC
@@ -125,6 +126,7 @@ class Actor:
         self.seed = seed + log.next_seq
         self.schedule = Schedule(cfg.period, cfg.spin_s, cfg.miss_tolerance)
         self._template = {k: v.clone() for k, v in policy.acting_state().items()}
+        log.on_written = self._written
         self.obs: np.ndarray | None = None
         self.episodes, self.ticks, self.dropped = 0, 0, 0
         self.gate_waits, self.gated_ticks, self.gated_s = 0, 0, 0.0
@@ -151,6 +153,7 @@ class Actor:
         ticks."""
         torch.set_num_threads(1)
         applied, lower = raise_priority(self.cfg.priority)
+        raise_thread(self.log.writer_tid, applied)  # the log's writer: just below the actor
         unpin = pin(self.cfg.actor_cpus)
         self._restore_scheduling = lambda: (lower(), unpin())
         self.scheduling = {"priority": applied, "actor_cpus": self.cfg.actor_cpus}
@@ -194,10 +197,8 @@ class Actor:
         if info.get("shield"):
             self._count_shield(info["shield"])
         executed = np.asarray(info.get("executed_action", action), dtype=np.float32)
-        raw = self.log.append(self.obs, executed, float(reward), next_obs, bool(terminated),
-                              bool(truncated))
-        self.control[ctl.ACTOR_STEPS] = self.log.next_seq
-        self._hand_over(raw)
+        self.log.append(self.obs, executed, float(reward), next_obs, bool(terminated),
+                        bool(truncated))  # written, then handed over, by the log's thread
         self.ticks += 1
         if terminated or truncated:
             self.episodes += 1
@@ -253,6 +254,12 @@ class Actor:
             self._shield_shown = now
             print(f"actor step {self.steps} | {shield_line(self.shield_counts)}",
                   file=sys.stderr, flush=True)
+
+    def _written(self, raw: bytes) -> None:
+        """In the log's writer thread, once a record is in the log: count it for the
+        learner (which reads the log up to ``ACTOR_STEPS``) and queue it for the learner."""
+        self.control[ctl.ACTOR_STEPS] = self.log.written
+        self._hand_over(raw)
 
     def _hand_over(self, raw: bytes) -> None:
         q = self.queue

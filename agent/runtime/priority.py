@@ -4,8 +4,10 @@ A fixed-rate loop on a general-purpose kernel misses deadlines when the schedule
 else at its tick: the learner, the queue's feeder thread, any other process. Under
 ``SCHED_FIFO`` the actor's thread preempts every normal thread the moment its sleep ends, the
 way ros2_control's controller manager runs its update loop (priority 50). The policy is set
-with ``SCHED_RESET_ON_FORK``, so threads and processes started later (the learner, the log's
-fsync thread, the queue's feeder) run at normal priority. Without the privilege for it
+with ``SCHED_RESET_ON_FORK``, so processes and threads it starts later (the learner) run at
+normal priority; the replay log's writer thread is raised to one level below it
+(:func:`raise_thread`), and the learner queue's feeder thread, which the writer starts, inherits
+that. Without the privilege for it
 (``CAP_SYS_NICE``, or an ``rtprio`` limit in ``/etc/security/limits.conf``) it falls back to
 the highest ``nice`` allowed, then to nothing; what was applied is reported, never an error.
 """
@@ -56,6 +58,22 @@ def raise_priority(kind: str) -> tuple[str, Callable[[], None]]:
             except (PermissionError, OSError):
                 continue
     return "normal", lambda: None
+
+
+def raise_thread(tid: int | None, applied: str) -> None:
+    """Give another thread of this process (kernel id ``tid``) the priority ``applied`` (as
+    :func:`raise_priority` returned it), one FIFO level lower. The actor's helper threads (the
+    replay log's writer) run just below its tick that way: a normal-priority helper holding
+    the GIL, preempted by the learner, would stall the real-time thread waiting for it
+    (priority inversion). Does nothing for ``normal`` or an unknown ``tid``."""
+    if tid is None:
+        return
+    with contextlib.suppress(PermissionError, OSError):
+        if applied.startswith("fifo:"):
+            os.sched_setscheduler(tid, os.SCHED_FIFO,
+                                  os.sched_param(int(applied.split(":")[1]) - 1))
+        elif applied.startswith("nice:"):
+            os.setpriority(os.PRIO_PROCESS, tid, int(applied.split(":")[1]))
 
 
 def pin(cpus: Sequence[int] | None) -> Callable[[], None]:

@@ -12,14 +12,17 @@ started when a run switches from the sync loop begins at its checkpoint's step),
 ``k`` lies at byte ``24 + (k - first_seq) * size`` and a reader fetches any range without
 scanning.
 
-Durability. :meth:`ReplayLog.append` hands the record to the kernel with one unbuffered
-``os.write``: once it returns, a kill of this process (SIGKILL included) loses nothing. Only a
-power cut or kernel crash can lose what the kernel has not yet written to the disk; ``fsync``
-bounds that to about ``fsync_every_records`` appends or ``fsync_every_s`` seconds. The
-``fsync`` runs in a background thread (it releases the GIL), never in the actor's tick: it
-takes ~0.1-10 ms on an idle disk (SSD to SD card), and over a second when it must wait for
-another process's large writes to reach the disk first (a journalling file system commits
-them together: the learner's checkpoints stalled the actor's ticks that way).
+Durability. :meth:`ReplayLog.append` only packs the record and queues it in memory; the
+log's writer thread writes it with one unbuffered ``os.write`` (usually within a millisecond),
+then hands it on (``on_written``: to the learner), and calls ``fsync`` every
+``fsync_every_records`` records or ``fsync_every_s`` seconds. Once a record is written, a kill
+of the process (SIGKILL included) loses nothing; only a power cut or kernel crash can lose what
+the kernel has not yet put on the disk. The actor's tick never touches the file system: an
+append to a file can block for tens of milliseconds while the journal commits another
+process's large writes (ext4's ``data=ordered`` commits the learner's checkpoints together
+with the log's metadata), which stalled the actor's real-time thread when it wrote the log
+itself. The price is a window of about a millisecond in which a SIGKILL can lose the newest,
+not yet written record; a SIGTERM or SIGINT flushes it (:meth:`ReplayLog.close`).
 
 A kill mid-``write`` leaves a torn tail (a partial record, or a full-length one whose CRC
 fails): :func:`read_log` ignores it and :meth:`ReplayLog.open` cuts it off before appending
@@ -33,6 +36,8 @@ import struct
 import threading
 import time
 import zlib
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -150,7 +155,11 @@ class ReplayLog:
     """The append side of the log; one writer per file (the actor).
 
     Use :meth:`open`, which creates the file or validates it and cuts a torn tail off.
-    ``next_seq`` is the ``seq`` of the next append (the number of records in the log).
+    ``next_seq`` is the ``seq`` of the next append (the number of records appended);
+    ``written`` counts those the kernel has (the rest wait in memory for the writer thread).
+    ``on_written(raw)``, when set, runs in the writer thread after each record reaches the
+    kernel: the actor hands records to the learner there, so the learner never sees a
+    transition the log does not have.
     """
 
     def __init__(self, path: Path, fd: int, obs_dim: int, act_dim: int, next_seq: int,
@@ -158,13 +167,15 @@ class ReplayLog:
         self.path, self._fd = path, fd
         self.obs_dim, self.act_dim = obs_dim, act_dim
         self.dtype = record_dtype(obs_dim, act_dim)
-        self.next_seq = next_seq
+        self.next_seq = self.written = next_seq
         self.fsync_every_records, self.fsync_every_s = fsync_every_records, fsync_every_s
-        self._unsynced, self._last_sync = 0, time.monotonic()
-        self._due, self._closing = threading.Event(), False
-        self._syncer = threading.Thread(target=self._sync_loop, name="replay-log-fsync",
+        self.on_written: Callable[[bytes], None] | None = None
+        self._pending: deque[bytes] = deque()  # appended, not yet written (deque ops are atomic)
+        self._wake, self._closing = threading.Event(), False
+        self._failure: BaseException | None = None
+        self._writer = threading.Thread(target=self._write_loop, name="replay-log-writer",
                                         daemon=True)
-        self._syncer.start()
+        self._writer.start()
 
     @classmethod
     def open(cls, path: str | Path, obs_dim: int, act_dim: int, fsync_every_records: int = 50,
@@ -190,43 +201,88 @@ class ReplayLog:
         fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         return cls(path, fd, obs_dim, act_dim, next_seq, fsync_every_records, fsync_every_s)
 
+    @property
+    def writer_tid(self) -> int | None:
+        """The writer thread's kernel id (to give it a real-time priority too)."""
+        return self._writer.native_id
+
     def append(self, obs: np.ndarray, action: np.ndarray, reward: float, next_obs: np.ndarray,
                terminated: bool, truncated: bool) -> bytes:
-        """Write one transition as record ``next_seq`` (one ``os.write``, no user-space
-        buffer); when an ``fsync`` is due, wake the syncing thread. Returns the record's
-        bytes."""
+        """Queue one transition as record ``next_seq`` for the writer thread and return its
+        bytes; touches only memory (see the module docstring).
+
+        Raises:
+            OSError: an earlier write failed (disk full, file system gone); nothing after the
+                failed record was written.
+        """
+        if self._failure is not None:
+            raise OSError(f"{self.path}: writing the replay log failed: {self._failure}; "
+                          f"records from {self.written} on are not on disk") from self._failure
         raw = pack_record(self.dtype, self.next_seq, obs, action, reward, next_obs, terminated,
                           truncated)
-        view = memoryview(raw)
-        while view:  # a regular file takes it in one write; loop for the rare short write
-            view = view[os.write(self._fd, view):]
+        self._pending.append(raw)
         self.next_seq += 1
-        self._unsynced += 1
-        if (self._unsynced >= self.fsync_every_records
-                or time.monotonic() - self._last_sync >= self.fsync_every_s):
-            self._unsynced, self._last_sync = 0, time.monotonic()
-            self._due.set()
+        self._wake.set()
         return raw
 
-    def _sync_loop(self) -> None:
-        while True:
-            self._due.wait()
-            self._due.clear()
-            if self._closing:
-                return
-            os.fsync(self._fd)
+    def _write_loop(self) -> None:
+        """Write pending records in order (one unbuffered ``os.write`` each), hand each to
+        ``on_written``, and ``fsync`` every ``fsync_every_records`` or ``fsync_every_s``."""
+        unsynced, last_sync = 0, time.monotonic()
+        try:
+            while True:
+                self._wake.wait(timeout=self.fsync_every_s)
+                self._wake.clear()
+                while self._pending:
+                    view = memoryview(self._pending[0])
+                    while view:  # a regular file takes it in one write; loop for a short one
+                        view = view[os.write(self._fd, view):]
+                    raw = self._pending.popleft()
+                    self.written += 1
+                    unsynced += 1
+                    if self.on_written is not None:
+                        self.on_written(raw)
+                if unsynced and (unsynced >= self.fsync_every_records
+                                 or time.monotonic() - last_sync >= self.fsync_every_s):
+                    os.fsync(self._fd)
+                    unsynced, last_sync = 0, time.monotonic()
+                if self._closing:
+                    return
+        except BaseException as err:  # noqa: BLE001 - reported by append / flush
+            self._failure = err
+
+    def flush(self, timeout_s: float = 10.0) -> None:
+        """Wait until the writer thread has written every appended record.
+
+        Raises:
+            OSError: a write failed, or the disk took longer than ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while self.written < self.next_seq and self._failure is None:
+            if time.monotonic() > deadline:
+                raise OSError(f"{self.path}: {self.next_seq - self.written} records still "
+                              f"unwritten after {timeout_s:.0f} s (is the disk hanging?)")
+            self._wake.set()
+            time.sleep(0.0005)
+        if self._failure is not None:
+            raise OSError(f"{self.path}: writing the replay log failed: {self._failure}; "
+                          f"records from {self.written} on are not on disk") from self._failure
 
     def sync(self) -> None:
-        """``fsync`` now, in the caller: everything appended survives a power cut."""
+        """Write what is pending, then ``fsync`` in the caller: everything appended survives
+        a power cut."""
+        self.flush()
         os.fsync(self._fd)
-        self._unsynced, self._last_sync = 0, time.monotonic()
 
     def close(self) -> None:
-        """Stop the syncing thread, sync and close; idempotent."""
+        """Write what is pending, stop the writer thread, sync and close; idempotent."""
         if self._fd >= 0:
-            self._closing = True
-            self._due.set()
-            self._syncer.join()
-            self.sync()
-            os.close(self._fd)
-            self._fd = -1
+            try:
+                self.flush()
+            finally:
+                self._closing = True
+                self._wake.set()
+                self._writer.join()
+                os.fsync(self._fd)
+                os.close(self._fd)
+                self._fd = -1

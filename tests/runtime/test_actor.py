@@ -70,6 +70,7 @@ def test_ticks_log_every_transition_and_a_full_queue_never_blocks(actor: Actor) 
     for _ in range(12):
         actor.tick()
         actor.between_ticks()
+    actor.log.flush()  # the log's writer thread counts and hands over each record
     assert actor.steps == 12 and actor.control[ctl.ACTOR_STEPS] == 12
     assert actor.episodes == 2 and actor.dropped >= 9  # the log has what the queue lost
     records = read_log(actor.log.path, 19, 5)
@@ -81,6 +82,7 @@ def test_hold_sends_zeros_and_new_weights_are_used(actor: Actor) -> None:
     actor.start()
     actor.hold = True
     actor.tick()
+    actor.log.flush()
     assert not read_log(actor.log.path, 19, 5).action.any()
     actor.hold = False
     learner = SAC(19, 5, SACConfig(hidden=(16, 16)), generator=torch.Generator().manual_seed(1))

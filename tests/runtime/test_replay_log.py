@@ -119,26 +119,59 @@ def test_sigkill_mid_append_leaves_complete_records(tmp_path: Path) -> None:
         check_contents(path, n)
 
 
-def test_fsync_runs_off_the_appending_thread(tmp_path: Path,
-                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """Appends never wait on the disk: the due ``fsync`` runs in the log's own thread (a spy
-    around the real ``os.fsync`` records where), and ``close`` syncs what is left."""
+def test_the_disk_is_touched_off_the_appending_thread(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """Appends never wait on the disk: every ``os.write`` and the due ``fsync`` run in the
+    log's writer thread (spies around the real calls record where), each record is handed to
+    ``on_written`` after it is written, in order, and ``close`` syncs in the caller."""
     import threading
 
-    callers: list[str] = []
-    real_fsync = os.fsync
+    callers: list[tuple[str, str]] = []
+    real_fsync, real_write = os.fsync, os.write
+    path = tmp_path / "replay.log"
+    log = ReplayLog.open(path, OBS, ACT, fsync_every_records=10)
+    handed: list[tuple[int, int]] = []  # (seq of the record, records in the file then)
+    log.on_written = lambda raw: handed.append(
+        (int(np.frombuffer(raw, log.dtype)["seq"][0]), len(read_log(path, OBS, ACT))))
 
-    def spy(fd: int) -> None:
-        callers.append(threading.current_thread().name)
-        real_fsync(fd)
+    def spy(name: str, real: object) -> object:
+        def call(*args: object) -> object:
+            callers.append((name, threading.current_thread().name))
+            return real(*args)  # type: ignore[operator]
+        return call
 
-    log = ReplayLog.open(tmp_path / "replay.log", OBS, ACT, fsync_every_records=10)
-    monkeypatch.setattr(os, "fsync", spy)
+    monkeypatch.setattr(os, "fsync", spy("fsync", real_fsync))
+    monkeypatch.setattr(os, "write", spy("write", real_write))
     append_n(log, 35)
-    deadline = time.monotonic() + 5
-    while callers.count("replay-log-fsync") < 1 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert callers and set(callers) == {"replay-log-fsync"}, callers
+    log.flush()
+    assert log.written == log.next_seq == 35
+    assert set(callers) == {("write", "replay-log-writer"),
+                                    ("fsync", "replay-log-writer")}, callers
+    assert [n for n, _ in callers].count("write") == 35
+    assert handed == [(k, k + 1) for k in range(35)]  # on the disk before it is handed on
     log.close()
-    assert callers[-1] == threading.current_thread().name  # the final sync on close
-    check_contents(tmp_path / "replay.log", 35)
+    assert callers[-1] == ("fsync", threading.current_thread().name)  # the final sync
+    check_contents(path, 35)
+
+
+def test_a_failed_write_is_reported_with_the_file(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk: the writer stops at the failed record; the next append and ``flush`` say
+    which file and from which record on nothing is on the disk; earlier records are kept."""
+    path = tmp_path / "replay.log"
+    log = ReplayLog.open(path, OBS, ACT)
+    append_n(log, 3)
+    log.flush()
+    real_write = os.write
+
+    def full(fd: int, data: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    append_n(log, 1)
+    with pytest.raises(OSError, match=r"replay\.log: writing the replay log failed.*from 3 on"):
+        log.flush()
+    with pytest.raises(OSError, match="No space left"):
+        append_n(log, 1)
+    monkeypatch.setattr(os, "write", real_write)
+    check_contents(path, 3)
