@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agent.runtime.config import RuntimeConfig
-from agent.runtime.priority import other_cpus, pin, raise_priority
+from agent.runtime.priority import other_cpus, pin, raise_priority, raise_thread
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux scheduling")
 
@@ -69,6 +69,31 @@ def test_processes_started_by_a_fifo_actor_run_normally() -> None:
     if not applied.startswith("fifo"):
         pytest.skip(f"no SCHED_FIFO privilege here ({applied})")
     assert int(child_policy) == os.SCHED_OTHER
+
+
+def test_a_helper_thread_runs_one_level_below_the_actor() -> None:
+    """The replay log's writer thread gets FIFO 49 under a FIFO-50 actor (so a helper holding
+    the GIL is never preempted by the learner while the actor waits for it)."""
+    ready, done = threading.Event(), threading.Event()
+    seen: dict[str, Any] = {}
+
+    def helper() -> None:
+        ready.set()
+        done.wait(10)
+        seen["policy"] = os.sched_getscheduler(0)
+        seen["priority"] = os.sched_getparam(0).sched_priority
+
+    t = threading.Thread(target=helper)
+    t.start()
+    ready.wait(10)
+    applied = in_thread(lambda: raise_priority("fifo")[0])
+    raise_thread(t.native_id, applied)
+    done.set()
+    t.join()
+    if not applied.startswith("fifo"):
+        pytest.skip(f"no SCHED_FIFO privilege here ({applied})")
+    assert seen == {"policy": os.SCHED_FIFO, "priority": 49}
+    raise_thread(None, applied)  # an unknown thread: nothing to do, no error
 
 
 def test_pin_restricts_and_restores_the_cpus() -> None:
