@@ -9,17 +9,26 @@ uses) on ``ArmReach-v0`` at ``--hz`` for ``--seconds`` with SAC at UTD ``--utd``
 absolute jitter (p50 / p99 / max), missed deadlines, weight latency (publish to use, actor
 side), policy version lag, achieved UTD, transitions/s, queue depth, and the log / actor /
 learner counts; saves ``<out>-<hz>hz.json`` and a PNG of the period and jitter histograms.
-Run it on an otherwise idle machine: timings on a loaded one measure the load.
+
+The baseline, in the same command: a probe process that does nothing but keep the same
+schedule (the actor's :class:`~agent.runtime.actor.Schedule`, same priority, no work) runs
+alongside for the whole run, and the CPUs' steal time (``/proc/stat``: time a hypervisor ran
+something else while this machine's virtual CPU was due) is read before and after. A tick the
+probe misses too is the platform's, not the runtime's. Run it on an otherwise idle machine:
+timings on a loaded one measure the load.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing as mp
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -36,7 +45,8 @@ def run_once(args: argparse.Namespace, run_dir: Path) -> dict:
                  "logger.wandb=disabled", "logger.progress=false", f"run_dir={run_dir}",
                  f"trainer.total_steps={int(args.hz * args.seconds)}",
                  f"agent.sac.utd={args.utd}", f"runtime.control_hz={args.hz}",
-                 f"runtime.pacing={args.pacing}", *args.overrides]
+                 f"runtime.pacing={args.pacing}", f"runtime.priority={args.priority}",
+                 *args.overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     subprocess.run([sys.executable, "-m", "mbpo_launch.runtime", *overrides], cwd=ROOT, env=env,
                    check=True, stdout=subprocess.DEVNULL)
@@ -46,6 +56,36 @@ def run_once(args: argparse.Namespace, run_dir: Path) -> dict:
     stats["updates_per_s"] = float(np.median([e["updates_per_s"] for e in learner])) \
         if learner else None
     return stats
+
+
+def probe(hz: float, stop: Any, priority: str, out: str) -> None:
+    """The baseline: keep the actor's schedule at the actor's priority doing no work until
+    ``stop`` (an event) is set; write the lateness figures to ``out`` (JSON)."""
+    from agent.runtime.actor import Schedule
+    from agent.runtime.config import RuntimeConfig
+    from agent.runtime.priority import raise_priority
+
+    cfg = RuntimeConfig()
+    applied, _ = raise_priority(priority)
+    schedule = Schedule(1.0 / hz, cfg.spin_s, cfg.miss_tolerance)
+    while not stop.is_set():
+        schedule.wait()
+        schedule.mark(time.perf_counter())
+    late = np.abs(np.asarray(schedule.lateness))
+    Path(out).write_text(json.dumps({
+        "scheduling": applied, "ticks": len(late), "missed_deadlines": schedule.missed,
+        "skipped_ticks": schedule.skipped,
+        "abs_jitter": {k: float(np.percentile(late, q)) for k, q in
+                       (("p50", 50), ("p99", 99), ("max", 100))}}))
+
+
+def steal_s() -> float | None:
+    """Seconds of steal time over all CPUs so far (``/proc/stat``); ``None`` off Linux."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+    except OSError:
+        return None
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else None
 
 
 def table(stats: dict, hz: float) -> str:
@@ -68,6 +108,16 @@ def table(stats: dict, hz: float) -> str:
              f"{'transitions/s':24s}{stats['transitions_per_s']:.2f}",
              f"{'log/actor/learner':24s}{stats['log_steps']}/{stats['actor_steps']}/"
              f"{stats['learner_steps']}"]
+    base = stats.get("probe")
+    if base:
+        j = base["abs_jitter"]
+        rows.append(f"{'baseline probe':24s}abs jitter p50 {ms(j['p50']).strip()} / p99 "
+                    f"{ms(j['p99']).strip()} / max {ms(j['max']).strip()} ms, missed "
+                    f"{base['missed_deadlines']} of {base['ticks']}, skipped "
+                    f"{base['skipped_ticks']} ({base['scheduling']}, no work)")
+    if stats.get("steal_s") is not None:
+        rows.append(f"{'CPU steal time':24s}{stats['steal_s']:.2f} s over all CPUs "
+                    f"(a hypervisor running something else)")
     return "\n".join(rows)
 
 
@@ -99,6 +149,7 @@ def main() -> None:
     parser.add_argument("--agent", default="sac", help="sac or mbpo_reach")
     parser.add_argument("--utd", type=int, default=20, help="agent.sac.utd (learner load)")
     parser.add_argument("--pacing", default="robot", choices=("robot", "actor"))
+    parser.add_argument("--priority", default="fifo", help="runtime.priority (also the probe's)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench/results/runtime_jitter")
     parser.add_argument("overrides", nargs="*", help="more key=value overrides")
     args = parser.parse_args()
@@ -106,7 +157,21 @@ def main() -> None:
     run_dir = stem.with_name(stem.name + "-run")
     if run_dir.exists():
         raise SystemExit(f"{run_dir} exists; remove it or pass another --out")
-    stats = run_once(args, run_dir)
+    run_dir.mkdir(parents=True)
+    probe_out = run_dir / "probe.json"
+    stolen = steal_s()
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    base = ctx.Process(target=probe, args=(args.hz, stop, args.priority, str(probe_out)),
+                       daemon=True)
+    base.start()
+    try:
+        stats = run_once(args, run_dir)
+    finally:
+        stop.set()
+        base.join(timeout=60)
+    stats["probe"] = json.loads(probe_out.read_text()) if probe_out.exists() else None
+    stats["steal_s"] = None if stolen is None else steal_s() - stolen
     print(table(stats, args.hz))
     stem.parent.mkdir(parents=True, exist_ok=True)
     json_path, png_path = Path(f"{stem}.json"), Path(f"{stem}.png")
