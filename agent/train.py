@@ -226,8 +226,9 @@ def recent_episodes(data: dict[str, np.ndarray], max_episodes: int = 20
     """The newest complete real episodes as ``(obs [T+1, D], actions [T, A])``, for the
     model's multi-step error."""
     ends = np.flatnonzero((data["terminated"] > 0) | (data["truncated"] > 0))
+    starts = np.r_[0, ends[:-1] + 1] if len(ends) else ends  # no end yet: no episode
     episodes = []
-    for start, end in zip(np.r_[0, ends[:-1] + 1][-max_episodes:], ends[-max_episodes:],
+    for start, end in zip(starts[-max_episodes:], ends[-max_episodes:],
                           strict=True):
         obs = np.concatenate([data["obs"][start:end + 1], data["next_obs"][end:end + 1]])
         episodes.append((obs, data["action"][start:end + 1]))

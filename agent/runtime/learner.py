@@ -61,6 +61,7 @@ class Learner:
         self.target_utd = cfg.target_utd if cfg.target_utd is not None else run.sac_cfg.utd
         self.model_pending = False
         self.updates_at_rollout = 0  # SAC updates done when the last model rollout ran
+        self.updates_at_model = 0  # ... and when the model last trained
         now = time.monotonic()
         self.t_publish = self.t_checkpoint = self.t_log = self.t_heard = now
         self.updates_published = -1
@@ -74,11 +75,13 @@ class Learner:
     # ----------------------------------------------------------------------- ingesting
     def ingest(self, records: LogRecords) -> int:
         """Add the records that continue the replay (``seq == next_seq``, in order); older
-        ones are skipped. Stops right after a step at which ``model_due``, so the model trains
-        on exactly the data the sync loop would give it; the rest is read back from the log
-        later. Returns how many were added."""
+        ones are skipped. Stops right after a step at which ``model_due`` when the model may
+        train then, so it trains on exactly the data the sync loop would give it; the rest is
+        read back from the log later. A learner behind the sync loop's ratio goes on ingesting
+        (the replay never lags the robot) and trains the model once it has caught up (see
+        :meth:`model_allowed`). Returns how many were added."""
         run, added = self.run, 0
-        if self.model_pending:  # the model trains first, on the data up to its step
+        if self.model_blocks():  # the model trains first, on the data up to its step
             return 0
         for i in range(len(records)):
             if int(records.seq[i]) != self.next_seq:
@@ -96,7 +99,8 @@ class Learner:
             added += 1
             if model_due(run):
                 self.model_pending = True
-                break
+                if self.model_blocks():
+                    break
         self.control[ctl.LEARNER_STEPS] = self.next_seq
         return added
 
@@ -119,7 +123,7 @@ class Learner:
         """Everything queued now (at most ``limit``), without blocking."""
         added = 0
         for _ in range(limit):
-            if self.model_pending:
+            if self.model_blocks():
                 break
             try:
                 raw = self.q.get_nowait()
@@ -142,10 +146,8 @@ class Learner:
         """One unit of work: the model when due, else one ``update_policy`` chunk when the
         UTD allows it. ``False``: nothing to do."""
         run = self.run
-        if self.model_pending:
-            train_model(run)
-            self.rollout()
-            self.model_pending = False
+        if self.model_blocks():
+            self.train_model()
             return True
         if rollout_due(run) and self.rollout_allowed():
             self.rollout()
@@ -156,12 +158,32 @@ class Learner:
         return False
 
     def rollout_allowed(self) -> bool:
-        """Keep the sync loop's ratio of rollouts to updates (``utd x rollout_period``
+        """Keep the sync loop's ratio of rollouts to updates (``target_utd x rollout_period``
         updates between rollouts): a learner slower than the actor would otherwise spend all
         its time on the rollouts that ``rollout_every`` asks for and update nothing."""
+        between = self.target_utd * self.run.model.mbpo.rollout_period
+        return self.run.counters.updates - self.updates_at_rollout >= between
+
+    def model_allowed(self) -> bool:
+        """The same for model training (``target_utd x model_train_every`` updates between
+        trainings; the first one at once): at 20 Hz a model retrained every 250 steps takes
+        more than the 12.5 s between them on a busy CPU, and the learner did nothing else."""
         run = self.run
-        between = run.sac_cfg.utd * run.model.mbpo.rollout_period
-        return run.counters.updates - self.updates_at_rollout >= between
+        if not run.model.elites:
+            return True
+        between = self.target_utd * run.model.mbpo.model_train_every
+        return run.counters.updates - self.updates_at_model >= between
+
+    def model_blocks(self) -> bool:
+        """A model training is due and allowed: it goes before ingesting and updating."""
+        return self.model_pending and self.model_allowed()
+
+    def train_model(self) -> None:
+        """Train the model on the replay as it is now, then roll out."""
+        train_model(self.run)
+        self.updates_at_model = self.run.counters.updates
+        self.model_pending = False
+        self.rollout()
 
     def rollout(self) -> None:
         rollout_model(self.run)
@@ -237,7 +259,7 @@ class Learner:
                 self.from_log(stop_at)
                 if self.next_seq >= stop_at:
                     if self.model_pending:  # due at the very last step
-                        self.learn()
+                        self.train_model()
                     break
             worked = self.learn()
             self.publish()

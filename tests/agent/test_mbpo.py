@@ -98,7 +98,7 @@ def test_same_seed_same_run(tmp_path: Path) -> None:
     assert finals[0] == finals[1]
 
 
-@pytest.mark.parametrize("n_episodes", [3])
+@pytest.mark.parametrize("n_episodes", [3, 0])
 def test_recent_episodes_cut_at_episode_ends(n_episodes: int) -> None:
     t = 5
     obs = np.arange(n_episodes * t, dtype=np.float32)[:, None]
@@ -107,6 +107,8 @@ def test_recent_episodes_cut_at_episode_ends(n_episodes: int) -> None:
                                                                         n_episodes)}
     episodes = recent_episodes(data)
     assert len(episodes) == n_episodes
+    if not n_episodes:  # no episode has ended yet: nothing to measure multi-step error on
+        return
     o, a = episodes[1]
     assert o.shape == (t + 1, 1) and a.shape == (t, 1)
     assert o[-1, 0] == data["next_obs"][2 * t - 1, 0]
@@ -232,3 +234,47 @@ def test_a_slow_async_learner_keeps_the_sync_ratio_of_rollouts_to_updates(
         kinds.append("update" if run.counters.updates > updates else "rollout")
     assert kinds.count("rollout") >= 1
     assert kinds.count("update") >= 0.85 * len(kinds)  # 40 updates (10 x 4) per rollout
+
+
+def test_a_slow_async_learner_keeps_the_sync_ratio_of_model_trainings_to_updates(
+        tmp_path: Path) -> None:
+    """At 20 Hz a model training can take longer than the steps between two of them; a
+    learner that trained whenever one was due did nothing else (no SAC update for minutes).
+    It trains again only after the ``utd x model_train_every`` updates of the sync loop, and
+    meanwhile goes on ingesting (the model does not block the replay)."""
+    from agent.runtime.config import RuntimeConfig
+    from agent.runtime.learner import Learner
+    from agent.runtime.replay_log import LogRecords
+
+    run = make_run(tmp_path, 300, "agent.mbpo.model_train_every=20", "agent.sac.utd=2",
+                   "agent.mbpo.rollout_batch=50")
+    n = 400
+    rng = np.random.default_rng(0)
+    run.replay.add(rng.normal(size=(n, 2)), rng.uniform(-1, 1, (n, 2)), np.zeros(n),
+                   rng.normal(size=(n, 2)), np.zeros(n, bool), np.zeros(n, bool))
+    run.counters.env_steps, run.model.elites = n, [0, 1, 2]
+    learner = Learner(run, RuntimeConfig(mode="async"), tmp_path / "replay.log", None, None,
+                      {})
+    kinds, real_train = [], learner.train_model
+
+    def train_and_count() -> None:
+        kinds.append("model")
+        real_train()
+
+    learner.train_model = train_and_count  # type: ignore[method-assign]
+    for _ in range(60):
+        run.counters.env_steps += 20  # a model training is due after every piece of work
+        learner.model_pending = True
+        updates = run.counters.updates
+        if not learner.model_blocks():  # the replay keeps up with the actor meanwhile
+            step = run.counters.env_steps
+            one = LogRecords(np.array([step]), rng.normal(size=(1, 2)).astype(np.float32),
+                             np.zeros((1, 2), np.float32), np.zeros(1, np.float32),
+                             rng.normal(size=(1, 2)).astype(np.float32), np.zeros(1, bool),
+                             np.zeros(1, bool))
+            assert learner.ingest(one) == 1 and run.counters.env_steps == step + 1
+        learner.learn()
+        if run.counters.updates > updates:
+            kinds.append("update")
+    assert 2 <= kinds.count("model") <= 3  # one per 40 updates (2 x 20)
+    assert kinds.count("update") >= 0.9 * 60

@@ -144,6 +144,9 @@ def test_the_disk_is_touched_off_the_appending_thread(tmp_path: Path,
     monkeypatch.setattr(os, "write", spy("write", real_write))
     append_n(log, 35)
     log.flush()
+    deadline = time.monotonic() + 5  # the due fsync follows the writes it covers
+    while ("fsync", "replay-log-writer") not in callers and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert log.written == log.next_seq == 35
     assert set(callers) == {("write", "replay-log-writer"),
                                     ("fsync", "replay-log-writer")}, callers
