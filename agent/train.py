@@ -28,6 +28,10 @@ from agent.types import TransitionBatch
 # ------------------------------------------------------------------------------- the loop
 def train(run: Run) -> dict[str, Any]:
     """Run until ``total_steps`` env steps; returns the final evaluation."""
+    if run.counters.env_steps == 0 and reached_target(run.last_eval, run.cfg):
+        run.logger.log({"env_steps": 0, "stopped_at_target": run.cfg.stop_at})  # pretrained
+        checkpoint(run)
+        return run.last_eval
     obs = start_episode(run)
     while run.counters.env_steps < run.cfg.total_steps:
         obs = collect_step(run, obs)

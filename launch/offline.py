@@ -144,11 +144,16 @@ def load_policy(sac: Any, run_dir: str | Path) -> None:
 
 def init_run(run: Any, rc: RunConfig) -> None:
     """Load ``rc.init_from`` into the freshly built ``run`` (see
-    :func:`agent.mopo.init_from_run`) and log what was loaded."""
+    :func:`agent.mopo.init_from_run`), log what was loaded, and evaluate the loaded policy:
+    the online curve starts where pretraining left off (and ``trainer.stop_at`` met there
+    ends the run before it takes a step)."""
     from agent.mopo import init_from_run
+    from agent.train import evaluate
 
     info = init_from_run(run, rc.init_from, rc.agent.finetune)
     run.logger.log({"env_steps": 0, **info})
+    if run.counters.env_steps == 0:
+        evaluate(run)
 
 
 # ----------------------------------------------------------------------------- dataset

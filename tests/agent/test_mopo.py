@@ -70,9 +70,21 @@ def test_mopo_learns_from_data_alone_then_fine_tunes(tmp_path: Path) -> None:
     assert ft.model.mbpo.penalty_coef == 1.0 and ft.model.mbpo.penalty_anneal_steps == 100
     start = evaluate_policy(ft.sac, ft.eval_env, 10, seed=10_000)["mean_return"]
     assert start > before + 3.0  # the pretrained policy acts from the first online step
+    first = [e for e in read_metrics(tmp_path / "ft") if "eval_return" in e]
+    assert [e["env_steps"] for e in first] == [0]  # the curve starts with the loaded policy
+    assert first[0]["eval_return"] > before + 3.0
     final = train(ft)
     assert ft.counters.env_steps == 150 and len(ft.replay) == 1350
     assert final["eval_return"] > before + 3.0
+
+    # A pretrained policy that already meets trainer.stop_at ends the run before a step.
+    rc3, _ = load_run_config([*TINY, "trainer.total_steps=150", f"init_from={tmp_path / 'pre'}",
+                              "trainer.stop_metric=eval_return",
+                              f"trainer.stop_at={first[0]['eval_return'] - 1.0}"])
+    done = build_run(finetune_config(rc3), tmp_path / "done")
+    train(done)
+    assert done.counters.env_steps == 0
+    assert any(e.get("stopped_at_target") is not None for e in read_metrics(tmp_path / "done"))
 
 
 def test_pretrain_rejects_a_dataset_of_another_task(tmp_path: Path) -> None:
