@@ -175,7 +175,8 @@ def main() -> None:
             result.setdefault("finetune" if init else "scratch", {})[str(seed)] = r
     report(result)
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    a.out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    text = json.dumps(result, indent=1).replace(f"{ROOT}/", "")  # no machine paths in results
+    a.out.with_suffix(".json").write_text(text)
     plot(result, a.out.with_suffix(".png"))
     print(f"saved {a.out.with_suffix('.json')} and {a.out.with_suffix('.png')}")
 
