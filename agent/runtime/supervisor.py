@@ -54,6 +54,7 @@ class Supervisor:
         self.queue: Any = None
         self.stopping = False
         self.restarts, self.deaths = 0, 0
+        self.learner_events: list[tuple[str, int]] = []  # (death | restart, actor tick)
         self.died_at: float | None = None
         self.learner_exitcodes: list[int | None] = []
 
@@ -83,6 +84,7 @@ class Supervisor:
         """Between ticks: notice a dead learner, hold or act, restart after the delay."""
         if self.proc is not None and self.died_at is None and not self.proc.is_alive():
             self.deaths += 1
+            self.learner_events.append(("death", self.actor.ticks))
             self.learner_exitcodes.append(self.proc.exitcode)
             self.died_at = time.monotonic()
             self.actor.hold = self.cfg.on_learner_death == "hold"
@@ -90,6 +92,7 @@ class Supervisor:
         if (self.died_at is not None and self.restarts < self.cfg.max_restarts
                 and time.monotonic() - self.died_at >= self.cfg.restart_delay_s):
             self.restarts += 1
+            self.learner_events.append(("restart", self.actor.ticks))
             self.start_learner()
         if self.actor.hold and self.died_at is None and self.control[ctl.READY]:
             self.actor.hold = False
@@ -150,6 +153,7 @@ class Supervisor:
                  "reached_target_at": int(self.control[ctl.REACHED])
                  if self.control[ctl.REACHED] >= 0 else None,
                  "learner_deaths": self.deaths, "learner_restarts": self.restarts,
+                 "learner_events": self.learner_events,
                  "learner_exitcodes": self.learner_exitcodes, "clean_stop": clean,
                  "signal": getattr(self, "signal", None)}
         atomic_write_text(self.run_dir / STATS_FILE, json.dumps(stats, indent=1))

@@ -8,6 +8,9 @@ import signal
 import time
 from pathlib import Path
 
+import numpy as np
+
+from agent.io import load_npz
 from agent.runtime.replay_log import read_log
 from tests.runtime.async_helpers import (
     HZ,
@@ -40,11 +43,20 @@ def test_learner_killed_mid_run_comes_back_and_nothing_is_lost(tmp_path: Path) -
         proc.kill()
     assert stats["learner_deaths"] >= 1 and stats["learner_restarts"] >= 1
     assert stats["versions_applied"] >= 2
-    # The actor runs SCHED_FIFO where the system allows: learner deaths, restarts and
-    # torch imports on the other core never cost it a tick.
+    # The actor runs SCHED_FIFO where the system allows: the learner's death and restart
+    # (a process spawned from the actor's thread, torch imports on the other core) never
+    # cost it a tick. Checked from a second before the death is noticed to two seconds after
+    # the restart: a virtual machine can stall even an idle real-time thread at any moment
+    # (bench/runtime_jitter.py's probe measured up to 38 ms, twice in 16 minutes), which
+    # says nothing about the runtime.
     assert stats["scheduling"]["priority"].startswith(("fifo", "nice", "normal"))
     if stats["scheduling"]["priority"].startswith("fifo"):
-        assert stats["skipped_ticks"] == 0, stats["skipped_ticks"]
+        ticks = load_npz(run / "runtime_ticks.npz")
+        late = np.flatnonzero(ticks["lateness"] > 1.0 / HZ) + 1  # ticks that came a period late
+        events = dict(stats["learner_events"][:2])
+        window = (events["death"] - HZ, events["restart"] + 2 * HZ)
+        near = [int(k) for k in late if window[0] <= k <= window[1]]
+        assert not near, (near, stats["learner_events"])
     check_nothing_lost(run, total, stats)
     actions = read_log(run / "replay.log", 19, 5).action
     held = (actions[3 * HZ:] == 0).all(axis=1)
