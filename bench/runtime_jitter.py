@@ -61,7 +61,7 @@ def run_once(args: argparse.Namespace, run_dir: Path) -> dict:
 def probe(hz: float, stop: Any, priority: str, out: str) -> None:
     """The baseline: keep the actor's schedule at the actor's priority doing no work until
     ``stop`` (an event) is set; write the lateness figures to ``out`` (JSON)."""
-    from agent.runtime.actor import Schedule
+    from agent.runtime.actor import Schedule, percentiles
     from agent.runtime.config import RuntimeConfig
     from agent.runtime.priority import raise_priority
 
@@ -71,12 +71,10 @@ def probe(hz: float, stop: Any, priority: str, out: str) -> None:
     while not stop.is_set():
         schedule.wait()
         schedule.mark(time.perf_counter())
-    late = np.abs(np.asarray(schedule.lateness))
     Path(out).write_text(json.dumps({
-        "scheduling": applied, "ticks": len(late), "missed_deadlines": schedule.missed,
-        "skipped_ticks": schedule.skipped,
-        "abs_jitter": {k: float(np.percentile(late, q)) for k, q in
-                       (("p50", 50), ("p99", 99), ("max", 100))}}))
+        "scheduling": applied, "ticks": len(schedule.lateness),
+        "missed_deadlines": schedule.missed, "skipped_ticks": schedule.skipped,
+        "abs_jitter": percentiles(np.abs(schedule.lateness))}))
 
 
 def steal_s() -> float | None:

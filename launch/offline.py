@@ -147,12 +147,13 @@ def init_run(run: Any, rc: RunConfig) -> None:
     :func:`agent.mopo.init_from_run`), log what was loaded, and evaluate the loaded policy:
     the online curve starts where pretraining left off (and ``trainer.stop_at`` met there
     ends the run before it takes a step)."""
+    from agent.checkpoint import latest_checkpoint
     from agent.mopo import init_from_run
     from agent.train import evaluate
 
     info = init_from_run(run, rc.init_from, rc.agent.finetune)
     run.logger.log({"env_steps": 0, **info})
-    if run.counters.env_steps == 0:
+    if latest_checkpoint(run.run_dir) is None:  # not a resume, nor a restarted async learner
         evaluate(run)
 
 

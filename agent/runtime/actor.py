@@ -317,11 +317,11 @@ class Actor:
                 "transitions_per_s": self.ticks / elapsed, "missed_deadlines": s.missed,
                 "scheduling": self.scheduling,
                 "skipped_ticks": s.skipped,
-                "period": _percentiles(s.periods),
-                "abs_jitter": _percentiles(np.abs(s.lateness)),
-                "weight_latency": _percentiles(self.weight_latency),
-                "version_lag": _percentiles(self.version_lag),
-                "queue_depth": _percentiles(self.queue_depth), "queue_dropped": self.dropped,
+                "period": percentiles(s.periods),
+                "abs_jitter": percentiles(np.abs(s.lateness)),
+                "weight_latency": percentiles(self.weight_latency),
+                "version_lag": percentiles(self.version_lag),
+                "queue_depth": percentiles(self.queue_depth), "queue_dropped": self.dropped,
                 "versions_applied": self.versions_applied,
                 "torn_weight_reads": self.reader.torn_reads, "target_period": s.period,
                 "shield": dict(self.shield_counts),
@@ -340,7 +340,8 @@ class Actor:
                 "queue_depth": np.asarray(self.queue_depth, dtype=np.int64)}
 
 
-def _percentiles(values: Any) -> dict[str, float | None]:
+def percentiles(values: Any) -> dict[str, float | None]:
+    """p50, p99, max and mean of ``values`` (``None`` each when there are none)."""
     a = np.asarray(values, dtype=np.float64)
     if a.size == 0:
         return {"p50": None, "p99": None, "max": None, "mean": None}

@@ -161,18 +161,20 @@ class Learner:
         """Keep the sync loop's ratio of rollouts to updates (``target_utd x rollout_period``
         updates between rollouts): a learner slower than the actor would otherwise spend all
         its time on the rollouts that ``rollout_every`` asks for and update nothing."""
-        between = self.target_utd * self.run.model.mbpo.rollout_period
-        return self.run.counters.updates - self.updates_at_rollout >= between
+        return self._caught_up(self.updates_at_rollout, self.run.model.mbpo.rollout_period)
 
     def model_allowed(self) -> bool:
         """The same for model training (``target_utd x model_train_every`` updates between
         trainings; the first one at once): at 20 Hz a model retrained every 250 steps takes
         more than the 12.5 s between them on a busy CPU, and the learner did nothing else."""
-        run = self.run
-        if not run.model.elites:
-            return True
-        between = self.target_utd * run.model.mbpo.model_train_every
-        return run.counters.updates - self.updates_at_model >= between
+        model = self.run.model
+        return not model.elites or self._caught_up(self.updates_at_model,
+                                                   model.mbpo.model_train_every)
+
+    def _caught_up(self, updates_then: int, env_steps: int) -> bool:
+        """The updates since ``updates_then`` are the ``target_utd x env_steps`` that the sync
+        loop does in ``env_steps``."""
+        return self.run.counters.updates - updates_then >= self.target_utd * env_steps
 
     def model_blocks(self) -> bool:
         """A model training is due and allowed: it goes before ingesting and updating."""

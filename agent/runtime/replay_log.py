@@ -215,9 +215,7 @@ class ReplayLog:
             OSError: an earlier write failed (disk full, file system gone); nothing after the
                 failed record was written.
         """
-        if self._failure is not None:
-            raise OSError(f"{self.path}: writing the replay log failed: {self._failure}; "
-                          f"records from {self.written} on are not on disk") from self._failure
+        self._raise_failure()
         raw = pack_record(self.dtype, self.next_seq, obs, action, reward, next_obs, terminated,
                           truncated)
         self._pending.append(raw)
@@ -264,6 +262,11 @@ class ReplayLog:
                               f"unwritten after {timeout_s:.0f} s (is the disk hanging?)")
             self._wake.set()
             time.sleep(0.0005)
+        self._raise_failure()
+
+    def _raise_failure(self) -> None:
+        """Report the writer thread's failure, if it had one, naming the file and the first
+        record that is not on the disk."""
         if self._failure is not None:
             raise OSError(f"{self.path}: writing the replay log failed: {self._failure}; "
                           f"records from {self.written} on are not on disk") from self._failure

@@ -209,16 +209,14 @@ def test_rollouts_come_every_rollout_every_steps_and_after_each_model_training(
     assert rollout_due(run)
 
 
-def test_a_slow_async_learner_keeps_the_sync_ratio_of_rollouts_to_updates(
-        tmp_path: Path) -> None:
-    """When the actor outpaces the learner, every ``learn`` could find a rollout due (a period
-    of env steps passes during each one) and no SAC update would ever run: the learner rolls
-    out again only after the ``utd x rollout_every`` updates the sync loop does in between."""
+def async_learner(tmp_path: Path, *extra: str):
+    """An async :class:`~agent.runtime.learner.Learner` over a tiny MBPO run with 400 real
+    transitions and a trained model (elites set), no queue or weights block; also the RNG
+    that made the data."""
     from agent.runtime.config import RuntimeConfig
     from agent.runtime.learner import Learner
 
-    run = make_run(tmp_path, 300, "agent.mbpo.rollout_every=10", "agent.sac.utd=4",
-                   "agent.mbpo.rollout_batch=50")
+    run = make_run(tmp_path, 300, *extra, "agent.mbpo.rollout_batch=50")
     n = 400
     rng = np.random.default_rng(0)
     run.replay.add(rng.normal(size=(n, 2)), rng.uniform(-1, 1, (n, 2)), np.zeros(n),
@@ -226,6 +224,16 @@ def test_a_slow_async_learner_keeps_the_sync_ratio_of_rollouts_to_updates(
     run.counters.env_steps, run.model.elites = n, [0, 1, 2]
     learner = Learner(run, RuntimeConfig(mode="async"), tmp_path / "replay.log", None, None,
                       {})
+    return run, learner, rng
+
+
+def test_a_slow_async_learner_keeps_the_sync_ratio_of_rollouts_to_updates(
+        tmp_path: Path) -> None:
+    """When the actor outpaces the learner, every ``learn`` could find a rollout due (a period
+    of env steps passes during each one) and no SAC update would ever run: the learner rolls
+    out again only after the ``utd x rollout_every`` updates the sync loop does in between."""
+    run, learner, _ = async_learner(tmp_path, "agent.mbpo.rollout_every=10",
+                                    "agent.sac.utd=4")
     kinds = []
     for _ in range(60):
         run.counters.env_steps += 20  # the actor ran on during the last piece of work
@@ -242,19 +250,10 @@ def test_a_slow_async_learner_keeps_the_sync_ratio_of_model_trainings_to_updates
     learner that trained whenever one was due did nothing else (no SAC update for minutes).
     It trains again only after the ``utd x model_train_every`` updates of the sync loop, and
     meanwhile goes on ingesting (the model does not block the replay)."""
-    from agent.runtime.config import RuntimeConfig
-    from agent.runtime.learner import Learner
     from agent.runtime.replay_log import LogRecords
 
-    run = make_run(tmp_path, 300, "agent.mbpo.model_train_every=20", "agent.sac.utd=2",
-                   "agent.mbpo.rollout_batch=50")
-    n = 400
-    rng = np.random.default_rng(0)
-    run.replay.add(rng.normal(size=(n, 2)), rng.uniform(-1, 1, (n, 2)), np.zeros(n),
-                   rng.normal(size=(n, 2)), np.zeros(n, bool), np.zeros(n, bool))
-    run.counters.env_steps, run.model.elites = n, [0, 1, 2]
-    learner = Learner(run, RuntimeConfig(mode="async"), tmp_path / "replay.log", None, None,
-                      {})
+    run, learner, rng = async_learner(tmp_path, "agent.mbpo.model_train_every=20",
+                                      "agent.sac.utd=2")
     kinds, real_train = [], learner.train_model
 
     def train_and_count() -> None:
