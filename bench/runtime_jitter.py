@@ -13,14 +13,18 @@ learner counts; saves ``<out>-<hz>hz.json`` and a PNG of the period and jitter h
 The baseline, in the same command: a probe process that does nothing but keep the same
 schedule (the actor's :class:`~agent.runtime.actor.Schedule`, same priority, no work) runs
 alongside for the whole run, and the CPUs' steal time (``/proc/stat``: time a hypervisor ran
-something else while this machine's virtual CPU was due) is read before and after. A tick the
-probe misses too is the platform's, not the runtime's. Run it on an otherwise idle machine:
-timings on a loaded one measure the load.
+something else while this machine's virtual CPU was due) is read before and after. One stall
+watcher per CPU (pinned, one FIFO level above the actor, waking every millisecond, as
+``cyclictest`` does) records every wake-up more than 0.5 ms late: time in which that CPU ran
+nothing of this machine's. Each missed deadline of the actor (and of the probe) is checked
+against them: a miss that a CPU stall covers is the platform's; one that none covers is the
+runtime's. Run it on an otherwise idle machine: timings on a loaded one measure the load.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import multiprocessing as mp
 import os
@@ -37,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 from agent.io import load_npz  # noqa: E402
 from agent.logger import read_metrics  # noqa: E402
+from agent.runtime.config import RuntimeConfig  # noqa: E402
 
 
 def run_once(args: argparse.Namespace, run_dir: Path) -> dict:
@@ -60,21 +65,71 @@ def run_once(args: argparse.Namespace, run_dir: Path) -> dict:
 
 def probe(hz: float, stop: Any, priority: str, out: str) -> None:
     """The baseline: keep the actor's schedule at the actor's priority doing no work until
-    ``stop`` (an event) is set; write the lateness figures to ``out`` (JSON)."""
+    ``stop.value`` is set; write the lateness figures to ``out`` (JSON)."""
     from agent.runtime.actor import Schedule, percentiles
-    from agent.runtime.config import RuntimeConfig
     from agent.runtime.priority import raise_priority
 
     cfg = RuntimeConfig()
     applied, _ = raise_priority(priority)
     schedule = Schedule(1.0 / hz, cfg.spin_s, cfg.miss_tolerance)
-    while not stop.is_set():
+    while True:
         schedule.wait()
+        if stop.value:  # the run is over: what delayed this tick is not the run's
+            break
         schedule.mark(time.perf_counter())
     Path(out).write_text(json.dumps({
         "scheduling": applied, "ticks": len(schedule.lateness),
         "missed_deadlines": schedule.missed, "skipped_ticks": schedule.skipped,
-        "abs_jitter": percentiles(np.abs(schedule.lateness))}))
+        "abs_jitter": percentiles(np.abs(schedule.lateness)),
+        "missed_late": [late for late in schedule.lateness if late > schedule.tolerance],
+        "missed_at": schedule.missed_at, "missed_cpu": schedule.missed_cpu}))
+
+
+def stall_watch(cpu: int, stop: Any, out: str, period: float = 0.001,
+                min_gap: float = 0.0005) -> None:
+    """Watch one CPU for stalls until ``stop.value`` is set: pinned to ``cpu`` one FIFO level above
+    the actor, wake every ``period`` s and record each wake-up later than ``min_gap`` as a
+    stall ``(due, woke)`` (``perf_counter`` s) in ``out`` (JSON). A stall here is time the
+    CPU ran nothing of this machine's at top priority: the hypervisor ran another guest
+    (steal) or the kernel was busy. Costs ~1 % of the CPU (a few us per wake-up)."""
+    from agent.runtime.priority import FIFO_PRIORITY
+
+    os.sched_setaffinity(0, [cpu])
+    with contextlib.suppress(PermissionError, OSError):
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(FIFO_PRIORITY + 1))
+    stalls, due = [], time.perf_counter() + period
+    while not stop.value:
+        time.sleep(max(due - time.perf_counter(), 0.0))
+        woke = time.perf_counter()
+        if woke - due > min_gap:
+            stalls.append((due, woke))
+        due = max(due + period, woke)  # no burst after a stall
+    Path(out).write_text(json.dumps({"cpu": cpu, "stalls": stalls}))
+
+
+def explained_misses(lateness: np.ndarray, missed_at: np.ndarray, missed_cpu: np.ndarray,
+                     stalls: dict[int, np.ndarray], tolerance: float,
+                     watch_period: float = 0.001) -> dict[str, int]:
+    """How many missed ticks a CPU stall explains: the missed tick's lateness ``[M]``, the
+    time it came ``[M]`` and its CPU ``[M]``; ``stalls[cpu]`` ``[S, 2]`` (due, woke) of
+    :func:`stall_watch`. A miss is explained when stalls overlap the interval from its due
+    time to its tick by at least the lateness beyond ``tolerance`` (a stall may have begun up
+    to ``watch_period`` before the watcher was due). Counts: on the CPU the tick ran on, and
+    on any CPU (a helper thread holding the GIL may have been the one stalled)."""
+    def overlap(cpus: list[int], start: float, end: float) -> float:
+        total = 0.0
+        for c in cpus:
+            s = stalls.get(c, np.zeros((0, 2)))
+            total += float(np.clip(np.minimum(s[:, 1], end) - np.maximum(s[:, 0] - watch_period,
+                                                                        start), 0, None).sum())
+        return total
+
+    own = anywhere = 0
+    for late, t, cpu in zip(lateness, missed_at, missed_cpu, strict=True):
+        need = late - tolerance
+        own += int(overlap([int(cpu)], t - late, t) >= need)
+        anywhere += int(max((overlap([c], t - late, t) for c in stalls), default=0.0) >= need)
+    return {"missed": len(missed_at), "stall_on_its_cpu": own, "stall_on_any_cpu": anywhere}
 
 
 def steal_s() -> float | None:
@@ -86,6 +141,32 @@ def steal_s() -> float | None:
     return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else None
 
 
+def attribute(stats: dict, ticks: dict[str, np.ndarray], run_dir: Path, cpus: list[int],
+              hz: float) -> dict[str, Any]:
+    """The CPU stalls the watchers saw and how many of the actor's and the probe's missed
+    deadlines they explain (:func:`explained_misses`)."""
+    stalls = {}
+    for c in cpus:
+        path = run_dir / f"stalls{c}.json"
+        if path.exists():
+            stalls[c] = np.asarray(json.loads(path.read_text())["stalls"]).reshape(-1, 2)
+    if not stalls:
+        return {}
+    tolerance = RuntimeConfig().miss_tolerance / hz
+    late = ticks["lateness"][ticks["lateness"] > tolerance]
+    out: dict[str, Any] = {"cpu_stalls": {
+        str(c): {"count": len(s), "longest_s": float((s[:, 1] - s[:, 0]).max(initial=0.0)),
+                 "total_s": float((s[:, 1] - s[:, 0]).sum())} for c, s in stalls.items()}}
+    out["actor_misses"] = explained_misses(late, ticks["missed_at"], ticks["missed_cpu"], stalls,
+                                           tolerance)
+    base = stats.get("probe")
+    if base:
+        out["probe_misses"] = explained_misses(
+            np.asarray(base["missed_late"]), np.asarray(base["missed_at"]),
+            np.asarray(base["missed_cpu"]), stalls, tolerance)
+    return out
+
+
 def table(stats: dict, hz: float) -> str:
     ms = lambda v: "-" if v is None else f"{1e3 * v:8.3f}"  # noqa: E731
     rows = [f"runtime=async at {hz:g} Hz (period {1e3 / hz:.1f} ms), {stats['ticks']} ticks",
@@ -95,7 +176,7 @@ def table(stats: dict, hz: float) -> str:
         rows.append(f"{key:24s}{ms(p['p50'])} {ms(p['p99'])} {ms(p['max'])}")
     lag, depth = ({k: "-" if v is None else f"{v:.0f}" for k, v in stats[key].items()}
                   for key in ("version_lag", "queue_depth"))
-    rows += [f"{'missed deadlines':24s}{stats['missed_deadlines']}",
+    rows += [f"{'missed deadlines':24s}{stats['missed_deadlines']}{_explained(stats)}",
              f"{'skipped ticks':24s}{stats.get('skipped_ticks', '-')}",
              f"{'reset timeouts':24s}{stats.get('reset_timeouts', '-')}",
              f"{'actor scheduling':24s}{stats.get('scheduling', {}).get('priority', '-')}",
@@ -113,10 +194,25 @@ def table(stats: dict, hz: float) -> str:
                     f"{ms(j['p99']).strip()} / max {ms(j['max']).strip()} ms, missed "
                     f"{base['missed_deadlines']} of {base['ticks']}, skipped "
                     f"{base['skipped_ticks']} ({base['scheduling']}, no work)")
+    for cpu, st in stats.get("cpu_stalls", {}).items():
+        rows.append(f"{'CPU ' + cpu + ' stalls':24s}{st['count']} over 0.5 ms, longest "
+                    f"{1e3 * st['longest_s']:.1f} ms, {st['total_s']:.2f} s in all")
+    if stats.get("probe_misses"):
+        m = stats["probe_misses"]
+        rows.append(f"{'probe misses explained':24s}{m['stall_on_its_cpu']} of {m['missed']} by "
+                    f"a stall of its CPU, {m['stall_on_any_cpu']} of some CPU")
     if stats.get("steal_s") is not None:
         rows.append(f"{'CPU steal time':24s}{stats['steal_s']:.2f} s over all CPUs "
                     f"(a hypervisor running something else)")
     return "\n".join(rows)
+
+
+def _explained(stats: dict) -> str:
+    m = stats.get("actor_misses")
+    if m is None:
+        return ""
+    return (f" ({m['stall_on_its_cpu']} during a stall of the actor's CPU, "
+            f"{m['stall_on_any_cpu']} of some CPU)")
 
 
 def _num(value: float | None) -> str:
@@ -134,7 +230,10 @@ def plot(ticks: dict[str, np.ndarray], hz: float, path: Path) -> None:
     axes[0].axvline(1e3 / hz, color="k", ls="--", lw=1)
     axes[0].set(xlabel="tick period (ms)", ylabel="ticks", yscale="log")
     axes[1].hist(1e3 * np.abs(ticks["lateness"]), bins=100)
+    axes[1].axvline(1e3 * RuntimeConfig().miss_tolerance / hz, color="r", ls="--", lw=1,
+                    label="missed beyond")
     axes[1].set(xlabel="|lateness vs schedule| (ms)", yscale="log")
+    axes[1].legend()
     fig.suptitle(f"runtime=async, {hz:g} Hz, learner saturating its core")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -159,24 +258,31 @@ def main() -> None:
     probe_out = run_dir / "probe.json"
     stolen = steal_s()
     ctx = mp.get_context("spawn")
-    stop = ctx.Event()
-    base = ctx.Process(target=probe, args=(args.hz, stop, args.priority, str(probe_out)),
-                       daemon=True)
-    base.start()
+    stop = ctx.RawValue("b", 0)  # no lock: a helper must not wait on the main process to stop
+    cpus = sorted(os.sched_getaffinity(0))
+    helpers = [ctx.Process(target=probe, args=(args.hz, stop, args.priority, str(probe_out)),
+                           daemon=True)]
+    helpers += [ctx.Process(target=stall_watch, args=(c, stop, str(run_dir / f"stalls{c}.json")),
+                            daemon=True) for c in cpus]
+    for h in helpers:
+        h.start()
     try:
         stats = run_once(args, run_dir)
     finally:
-        stop.set()
-        base.join(timeout=60)
+        stop.value = 1
+        for h in helpers:
+            h.join(timeout=60)
     stats["probe"] = json.loads(probe_out.read_text()) if probe_out.exists() else None
     stats["steal_s"] = None if stolen is None else steal_s() - stolen
+    ticks = load_npz(run_dir / "runtime_ticks.npz")
+    stats.update(attribute(stats, ticks, run_dir, cpus, args.hz))
     print(table(stats, args.hz))
     stem.parent.mkdir(parents=True, exist_ok=True)
     json_path, png_path = Path(f"{stem}.json"), Path(f"{stem}.png")
-    shown = {k: str(v.relative_to(ROOT) if isinstance(v, Path) and v.is_relative_to(ROOT)
-                     else v) for k, v in vars(args).items()}  # no machine paths in results
+    shown = {k: (str(v.relative_to(ROOT) if v.is_relative_to(ROOT) else v)
+                 if isinstance(v, Path) else v) for k, v in vars(args).items()}  # no machine paths
     json_path.write_text(json.dumps({"args": shown, **stats}, indent=1))
-    plot(load_npz(run_dir / "runtime_ticks.npz"), args.hz, png_path)
+    plot(ticks, args.hz, png_path)
     print(f"saved {json_path} and {png_path}")
 
 

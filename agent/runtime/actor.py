@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import gc
 import queue as queue_mod
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,7 +36,8 @@ import torch
 from agent.logger import shield_line
 from agent.runtime import control as ctl
 from agent.runtime.config import RuntimeConfig
-from agent.runtime.priority import pin, raise_priority, raise_thread
+from agent.runtime.console import Console
+from agent.runtime.priority import current_cpu, pin, raise_priority, raise_thread
 from agent.runtime.replay_log import ReplayLog
 from agent.runtime.weights import WeightsReader, unflatten
 from agent.sac import SAC
@@ -52,6 +52,10 @@ class Schedule:
     ms under load; Linux timer slack is 50 us), a spin of ~1 ms absorbs it at the cost of
     that much CPU. More than one period late drops the backlog (re-anchors) instead of
     bursting, as the twin's ``_wait_for_tick`` does.
+
+    With ``pacing=robot`` the robot's clock sets the phase, and the first tick after a reset
+    (the anchor) comes a little after it (a cold first step); an early tick moves the anchor
+    back to it, so lateness is measured against the earliest phase seen, never negative.
     """
 
     def __init__(self, period: float, spin_s: float, miss_tolerance: float) -> None:
@@ -61,6 +65,8 @@ class Schedule:
         self.periods: list[float] = []
         self.lateness: list[float] = []
         self.missed = 0  # ticks later than the tolerance
+        self.missed_at: list[float] = []  # when each missed tick happened (perf_counter s)
+        self.missed_cpu: list[int] = []  # and on which CPU (-1: unknown)
         self.skipped = 0  # ticks that never happened: a tick came more than a period late
 
     def restart(self) -> None:
@@ -88,9 +94,14 @@ class Schedule:
             return
         self.k += 1
         late = t - (self.anchor + self.k * self.period)
+        if late < 0:  # an early tick: the robot's phase is earlier than the anchor
+            self.anchor, late = self.anchor + late, 0.0
         self.periods.append(t - self.last)
         self.lateness.append(late)
-        self.missed += late > self.tolerance
+        if late > self.tolerance:
+            self.missed += 1
+            self.missed_at.append(t)
+            self.missed_cpu.append(current_cpu())
         self.last = t
         if late > self.period:
             self.skipped += int(late // self.period)
@@ -136,6 +147,7 @@ class Actor:
         self.weight_latency: list[float] = []
         self.versions_applied = 0
         self.shield_counts: dict[str, int] = {}  # the safety shield's interventions per rule
+        self.console = Console()  # status lines, written off the tick
         self._shield_shown = 0.0
         self._between: Callable[[], None] | None = None
         self._t_start = self._t_stop = 0.0
@@ -153,7 +165,8 @@ class Actor:
         ticks."""
         torch.set_num_threads(1)
         applied, lower = raise_priority(self.cfg.priority)
-        raise_thread(self.log.writer_tid, applied)  # the log's writer: just below the actor
+        for helper in (self.log.writer_tid, self.console.tid):  # just below the actor
+            raise_thread(helper, applied)
         unpin = pin(self.cfg.actor_cpus)
         self._restore_scheduling = lambda: (lower(), unpin())
         self.scheduling = {"priority": applied, "actor_cpus": self.cfg.actor_cpus}
@@ -178,6 +191,7 @@ class Actor:
         if self.gate is not None:
             self.gate.close()
         self.log.sync()
+        self.console.close()
         self._restore_scheduling()
         gc.unfreeze()
         gc.enable()
@@ -252,8 +266,7 @@ class Actor:
         now = time.monotonic()
         if now - self._shield_shown >= 1.0:
             self._shield_shown = now
-            print(f"actor step {self.steps} | {shield_line(self.shield_counts)}",
-                  file=sys.stderr, flush=True)
+            self.console.say(f"actor step {self.steps} | {shield_line(self.shield_counts)}")
 
     def _written(self, raw: bytes) -> None:
         """In the log's writer thread, once a record is in the log: count it for the
@@ -284,9 +297,8 @@ class Actor:
     def _begin_wait(self) -> None:
         self.gate.arm()
         self.waiting, self._wait_began = True, time.monotonic()
-        print(f"actor: episode {self.episodes} done, arm at its reset pose; holding until "
-              f"{self.gate.what} starts episode {self.episodes + 1}", file=sys.stderr,
-              flush=True)
+        self.console.say(f"actor: episode {self.episodes} done, arm at its reset pose; holding "
+                         f"until {self.gate.what} starts episode {self.episodes + 1}")
 
     def _gated_tick(self) -> None:
         """Hold position for one (paced) tick, then poll the gate; no transition."""
@@ -299,8 +311,8 @@ class Actor:
             waited = time.monotonic() - self._wait_began
             self.waiting, self.gate_waits = False, self.gate_waits + 1
             self.gated_s += waited
-            print(f"actor: released by {self.gate.source} after {waited:.1f} s; episode "
-                  f"{self.episodes + 1} starts", file=sys.stderr, flush=True)
+            self.console.say(f"actor: released by {self.gate.source} after {waited:.1f} s; "
+                             f"episode {self.episodes + 1} starts")
 
     def _shielded_robot(self) -> Any:
         """The env's robot when it is a shielded one (has a ``between_ticks`` hook), else
@@ -331,10 +343,14 @@ class Actor:
 
     def series(self) -> dict[str, np.ndarray]:
         """This process's raw per-tick series (seconds): ``period`` and ``lateness``
-        ``[ticks + gated ticks - resets]``, ``weight_latency`` ``[versions applied]``,
+        ``[ticks + gated ticks - resets]``, ``missed_at`` ``[missed deadlines]`` (``perf_counter``
+        s, one clock for every process of the machine) and ``missed_cpu`` (the CPU it ran
+        on), ``weight_latency`` ``[versions applied]``,
         ``version_lag`` and ``queue_depth`` ``[ticks + gated ticks]``."""
         return {"period": np.asarray(self.schedule.periods, dtype=np.float64),
                 "lateness": np.asarray(self.schedule.lateness, dtype=np.float64),
+                "missed_at": np.asarray(self.schedule.missed_at, dtype=np.float64),
+                "missed_cpu": np.asarray(self.schedule.missed_cpu, dtype=np.int64),
                 "weight_latency": np.asarray(self.weight_latency, dtype=np.float64),
                 "version_lag": np.asarray(self.version_lag, dtype=np.int64),
                 "queue_depth": np.asarray(self.queue_depth, dtype=np.int64)}

@@ -35,8 +35,11 @@ def test_schedule_measures_lateness_and_misses() -> None:
         s.mark(t)
     np.testing.assert_allclose(s.lateness, [0.0, 0.001, 0.005, 0.0], atol=1e-9)
     assert s.missed == 1 and s.skipped == 0
+    assert s.missed_at == [1.065] and len(s.missed_cpu) == 1  # when, and on which CPU
     s.mark(1.21)  # 110 ms late: 5 ticks never happened; the backlog is dropped, re-anchored
     assert s.anchor == 1.21 and s.k == 0 and s.skipped == 5
+    s.mark(1.2295)  # early: the robot's phase is 0.5 ms before the anchor; it moves there
+    assert s.lateness[-1] == 0.0 and s.anchor == pytest.approx(1.2095)
 
 
 def test_schedule_wait_sleeps_then_spins_to_the_deadline() -> None:

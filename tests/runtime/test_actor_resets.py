@@ -89,6 +89,7 @@ def test_a_file_gate_holds_between_episodes_without_logging(tmp_path: Path, caps
             actor.tick()
             actor.between_ticks()
         assert actor.waiting and actor.steps == 5
+        actor.console.flush()  # status lines are written by the console's thread
         assert "holding until the file" in capsys.readouterr().err
         held = actor.obs[:5].copy()
         WeightsPublisher(actor.reader.block).publish(flatten(actor.policy.acting_state()), 3)
@@ -102,6 +103,7 @@ def test_a_file_gate_holds_between_episodes_without_logging(tmp_path: Path, caps
         go.touch()
         actor.tick()
         assert not actor.waiting and not go.exists()  # released, the file consumed
+        actor.console.flush()
         assert "released by file" in capsys.readouterr().err
         actor.tick()
         assert actor.steps == 6

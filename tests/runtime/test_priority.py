@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agent.runtime.config import RuntimeConfig
-from agent.runtime.priority import other_cpus, pin, raise_priority, raise_thread
+from agent.runtime.priority import current_cpu, other_cpus, pin, raise_priority, raise_thread
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux scheduling")
 
@@ -99,14 +99,14 @@ def test_a_helper_thread_runs_one_level_below_the_actor() -> None:
 def test_pin_restricts_and_restores_the_cpus() -> None:
     cpus = sorted(os.sched_getaffinity(0))
 
-    def body() -> tuple[set[int], set[int]]:
-        undo = pin([cpus[0]])
-        during = os.sched_getaffinity(0)
+    def body() -> tuple[set[int], int, set[int]]:
+        undo = pin([cpus[-1]])
+        during, ran_on = os.sched_getaffinity(0), current_cpu()
         undo()
-        return during, os.sched_getaffinity(0)
+        return during, ran_on, os.sched_getaffinity(0)
 
-    during, after = in_thread(body)
-    assert during == {cpus[0]} and after == set(cpus)
+    during, ran_on, after = in_thread(body)
+    assert during == {cpus[-1]} and ran_on == cpus[-1] and after == set(cpus)
     assert other_cpus([cpus[0]]) == (cpus[1:] or None)
     assert other_cpus(None) is None
 
