@@ -87,8 +87,8 @@ def probe(hz: float, stop: Any, priority: str, out: str) -> None:
 
 def stall_watch(cpu: int, stop: Any, out: str, period: float = 0.001,
                 min_gap: float = 0.0005) -> None:
-    """Watch one CPU for stalls until ``stop.value`` is set: pinned to ``cpu`` one FIFO level above
-    the actor, wake every ``period`` s and record each wake-up later than ``min_gap`` as a
+    """Watch one CPU for stalls until ``stop.value`` is set: pinned to ``cpu`` one FIFO level
+    above the actor, wake every ``period`` s and record each wake-up later than ``min_gap`` as a
     stall ``(due, woke)`` (``perf_counter`` s) in ``out`` (JSON). A stall here is time the
     CPU ran nothing of this machine's at top priority: the hypervisor ran another guest
     (steal) or the kernel was busy. Costs ~1 % of the CPU (a few us per wake-up)."""
@@ -116,19 +116,16 @@ def explained_misses(lateness: np.ndarray, missed_at: np.ndarray, missed_cpu: np
     time to its tick by at least the lateness beyond ``tolerance`` (a stall may have begun up
     to ``watch_period`` before the watcher was due). Counts: on the CPU the tick ran on, and
     on any CPU (a helper thread holding the GIL may have been the one stalled)."""
-    def overlap(cpus: list[int], start: float, end: float) -> float:
-        total = 0.0
-        for c in cpus:
-            s = stalls.get(c, np.zeros((0, 2)))
-            total += float(np.clip(np.minimum(s[:, 1], end) - np.maximum(s[:, 0] - watch_period,
-                                                                        start), 0, None).sum())
-        return total
+    def overlap(cpu: int, start: float, end: float) -> float:
+        s = stalls.get(cpu, np.zeros((0, 2)))
+        return float(np.clip(np.minimum(s[:, 1], end) - np.maximum(s[:, 0] - watch_period, start),
+                             0, None).sum())
 
     own = anywhere = 0
     for late, t, cpu in zip(lateness, missed_at, missed_cpu, strict=True):
         need = late - tolerance
-        own += int(overlap([int(cpu)], t - late, t) >= need)
-        anywhere += int(max((overlap([c], t - late, t) for c in stalls), default=0.0) >= need)
+        own += int(overlap(int(cpu), t - late, t) >= need)
+        anywhere += int(max((overlap(c, t - late, t) for c in stalls), default=0.0) >= need)
     return {"missed": len(missed_at), "stall_on_its_cpu": own, "stall_on_any_cpu": anywhere}
 
 
