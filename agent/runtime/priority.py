@@ -5,9 +5,9 @@ else at its tick: the learner, the queue's feeder thread, any other process. Und
 ``SCHED_FIFO`` the actor's thread preempts every normal thread the moment its sleep ends, the
 way ros2_control's controller manager runs its update loop (priority 50). The policy is set
 with ``SCHED_RESET_ON_FORK``, so processes and threads it starts later (the learner) run at
-normal priority; the replay log's writer thread is raised to one level below it
-(:func:`raise_thread`), and the learner queue's feeder thread, which the writer starts, inherits
-that. Without the privilege for it
+normal priority; the replay log's writer thread and the console thread (status lines) are
+raised to one level below it (:func:`raise_thread`), and the learner queue's feeder thread,
+which the writer starts, inherits that. Without the privilege for it
 (``CAP_SYS_NICE``, or an ``rtprio`` limit in ``/etc/security/limits.conf``) it falls back to
 the highest ``nice`` allowed, then to nothing; what was applied is reported, never an error.
 """
