@@ -42,6 +42,7 @@ sys.path.insert(0, str(ROOT))
 from agent.io import load_npz  # noqa: E402
 from agent.logger import read_metrics  # noqa: E402
 from agent.runtime.config import RuntimeConfig  # noqa: E402
+from agent.runtime.priority import FIFO_PRIORITY  # noqa: E402
 
 
 def run_once(args: argparse.Namespace, run_dir: Path) -> dict:
@@ -81,7 +82,7 @@ def probe(hz: float, stop: Any, priority: str, out: str) -> None:
         "scheduling": applied, "ticks": len(schedule.lateness),
         "missed_deadlines": schedule.missed, "skipped_ticks": schedule.skipped,
         "abs_jitter": percentiles(np.abs(schedule.lateness)),
-        "missed_late": [late for late in schedule.lateness if late > schedule.tolerance],
+        "missed_late": schedule.missed_lateness(),
         "missed_at": schedule.missed_at, "missed_cpu": schedule.missed_cpu}))
 
 
@@ -92,8 +93,6 @@ def stall_watch(cpu: int, stop: Any, out: str, period: float = 0.001,
     stall ``(due, woke)`` (``perf_counter`` s) in ``out`` (JSON). A stall here is time the
     CPU ran nothing of this machine's at top priority: the hypervisor ran another guest
     (steal) or the kernel was busy. Costs ~1 % of the CPU (a few us per wake-up)."""
-    from agent.runtime.priority import FIFO_PRIORITY
-
     os.sched_setaffinity(0, [cpu])
     with contextlib.suppress(PermissionError, OSError):
         os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(FIFO_PRIORITY + 1))
@@ -138,8 +137,16 @@ def steal_s() -> float | None:
     return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else None
 
 
+def run_tolerance(run_dir: Path) -> float:
+    """The run's missed-deadline tolerance (s), from the runtime settings it saved."""
+    from mbpo_launch.runtime import load_runtime
+
+    cfg = load_runtime([], run_dir)
+    return cfg.miss_tolerance * cfg.period
+
+
 def attribute(stats: dict, ticks: dict[str, np.ndarray], run_dir: Path, cpus: list[int],
-              hz: float) -> dict[str, Any]:
+              tolerance: float) -> dict[str, Any]:
     """The CPU stalls the watchers saw and how many of the actor's and the probe's missed
     deadlines they explain (:func:`explained_misses`)."""
     stalls = {}
@@ -149,13 +156,11 @@ def attribute(stats: dict, ticks: dict[str, np.ndarray], run_dir: Path, cpus: li
             stalls[c] = np.asarray(json.loads(path.read_text())["stalls"]).reshape(-1, 2)
     if not stalls:
         return {}
-    tolerance = RuntimeConfig().miss_tolerance / hz
-    late = ticks["lateness"][ticks["lateness"] > tolerance]
     out: dict[str, Any] = {"cpu_stalls": {
         str(c): {"count": len(s), "longest_s": float((s[:, 1] - s[:, 0]).max(initial=0.0)),
                  "total_s": float((s[:, 1] - s[:, 0]).sum())} for c, s in stalls.items()}}
-    out["actor_misses"] = explained_misses(late, ticks["missed_at"], ticks["missed_cpu"], stalls,
-                                           tolerance)
+    out["actor_misses"] = explained_misses(ticks["missed_late"], ticks["missed_at"],
+                                           ticks["missed_cpu"], stalls, tolerance)
     base = stats.get("probe")
     if base:
         out["probe_misses"] = explained_misses(
@@ -216,7 +221,7 @@ def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def plot(ticks: dict[str, np.ndarray], hz: float, path: Path) -> None:
+def plot(ticks: dict[str, np.ndarray], hz: float, tolerance: float, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,7 +232,7 @@ def plot(ticks: dict[str, np.ndarray], hz: float, path: Path) -> None:
     axes[0].axvline(1e3 / hz, color="k", ls="--", lw=1)
     axes[0].set(xlabel="tick period (ms)", ylabel="ticks", yscale="log")
     axes[1].hist(1e3 * np.abs(ticks["lateness"]), bins=100)
-    axes[1].axvline(1e3 * RuntimeConfig().miss_tolerance / hz, color="r", ls="--", lw=1,
+    axes[1].axvline(1e3 * tolerance, color="r", ls="--", lw=1,
                     label="missed beyond")
     axes[1].set(xlabel="|lateness vs schedule| (ms)", yscale="log")
     axes[1].legend()
@@ -272,14 +277,15 @@ def main() -> None:
     stats["probe"] = json.loads(probe_out.read_text()) if probe_out.exists() else None
     stats["steal_s"] = None if stolen is None else steal_s() - stolen
     ticks = load_npz(run_dir / "runtime_ticks.npz")
-    stats.update(attribute(stats, ticks, run_dir, cpus, args.hz))
+    tolerance = run_tolerance(run_dir)
+    stats.update(attribute(stats, ticks, run_dir, cpus, tolerance))
     print(table(stats, args.hz))
     stem.parent.mkdir(parents=True, exist_ok=True)
     json_path, png_path = Path(f"{stem}.json"), Path(f"{stem}.png")
     shown = {k: (str(v.relative_to(ROOT) if v.is_relative_to(ROOT) else v)
                  if isinstance(v, Path) else v) for k, v in vars(args).items()}  # no machine paths
     json_path.write_text(json.dumps({"args": shown, **stats}, indent=1))
-    plot(ticks, args.hz, png_path)
+    plot(ticks, args.hz, tolerance, png_path)
     print(f"saved {json_path} and {png_path}")
 
 

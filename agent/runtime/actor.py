@@ -64,10 +64,18 @@ class Schedule:
         self.k, self.last = 0, 0.0
         self.periods: list[float] = []
         self.lateness: list[float] = []
-        self.missed = 0  # ticks later than the tolerance
-        self.missed_at: list[float] = []  # when each missed tick happened (perf_counter s)
+        self.missed_at: list[float] = []  # when each tick later than the tolerance came
         self.missed_cpu: list[int] = []  # and on which CPU (-1: unknown)
         self.skipped = 0  # ticks that never happened: a tick came more than a period late
+
+    @property
+    def missed(self) -> int:
+        """Ticks later than the tolerance (missed deadlines)."""
+        return len(self.missed_at)
+
+    def missed_lateness(self) -> list[float]:
+        """The lateness of each missed tick ``[missed]`` (s), in order."""
+        return [late for late in self.lateness if late > self.tolerance]
 
     def restart(self) -> None:
         """Forget the anchor (after a reset the robot starts a new schedule)."""
@@ -99,7 +107,6 @@ class Schedule:
         self.periods.append(t - self.last)
         self.lateness.append(late)
         if late > self.tolerance:
-            self.missed += 1
             self.missed_at.append(t)
             self.missed_cpu.append(current_cpu())
         self.last = t
@@ -344,12 +351,13 @@ class Actor:
     def series(self) -> dict[str, np.ndarray]:
         """This process's raw per-tick series (seconds): ``period`` and ``lateness``
         ``[ticks + gated ticks - resets]``, ``missed_at`` ``[missed deadlines]`` (``perf_counter``
-        s, one clock for every process of the machine) and ``missed_cpu`` (the CPU it ran
-        on), ``weight_latency`` ``[versions applied]``,
+        s, one clock for every process of the machine), ``missed_late`` (their lateness) and
+        ``missed_cpu`` (the CPU each ran on), ``weight_latency`` ``[versions applied]``,
         ``version_lag`` and ``queue_depth`` ``[ticks + gated ticks]``."""
         return {"period": np.asarray(self.schedule.periods, dtype=np.float64),
                 "lateness": np.asarray(self.schedule.lateness, dtype=np.float64),
                 "missed_at": np.asarray(self.schedule.missed_at, dtype=np.float64),
+                "missed_late": np.asarray(self.schedule.missed_lateness(), dtype=np.float64),
                 "missed_cpu": np.asarray(self.schedule.missed_cpu, dtype=np.int64),
                 "weight_latency": np.asarray(self.weight_latency, dtype=np.float64),
                 "version_lag": np.asarray(self.version_lag, dtype=np.int64),
