@@ -19,8 +19,15 @@ from typing import Any
 
 import torch
 
-from agent.io import atomic_torch_save, atomic_write_text
-from agent.replay import ReplayBuffer
+from mbpo_arm.agent.io import atomic_file, atomic_write_text
+from mbpo_arm.agent.replay import ReplayBuffer
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save(obj, path)``, crash-safely (argument order as ``torch.save``)."""
+    with atomic_file(path) as f:
+        torch.save(obj, f)
+
 
 LATEST = "latest"
 

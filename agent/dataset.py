@@ -21,13 +21,18 @@ import time
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agent.io import atomic_save_npz, load_npz
-from agent.replay import ReplayBuffer
-from agent.types import FIELDS
+from mbpo_arm.agent.io import atomic_save_npz, load_npz
+
+if TYPE_CHECKING:
+    from mbpo_arm.agent.replay import ReplayBuffer
+
+# The fields of a transition, in storage order (replay, datasets, the replay log).
+FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")
+
 
 FORMAT = "mbpo-arm-dataset"
 FORMAT_VERSION = 1
@@ -92,14 +97,6 @@ class Dataset:
         ends = np.flatnonzero(self.data["terminated"] | self.data["truncated"])
         starts = np.r_[0, ends[:-1] + 1]
         return [(int(s), int(e) + 1) for s, e in zip(starts, ends, strict=True)]
-
-    def to_replay(self, capacity: int | None = None) -> ReplayBuffer:
-        """The transitions in a :class:`ReplayBuffer` (capacity: at least ``len(self)``)."""
-        buffer = ReplayBuffer(max(capacity or 0, len(self), 1), self.meta.obs_dim,
-                              self.meta.act_dim)
-        if len(self):
-            buffer.add(*(self.data[k] for k in FIELDS))
-        return buffer
 
 
 def from_arrays(meta: DatasetMeta, **arrays: Any) -> Dataset:
@@ -217,3 +214,15 @@ def _check_arrays(data: dict[str, np.ndarray], meta: DatasetMeta, path: Path) ->
 
 def _crc(array: np.ndarray) -> int:
     return zlib.crc32(np.ascontiguousarray(array).tobytes())
+
+
+def describe(dataset: Dataset) -> dict[str, Any]:
+    """A summary for ``mbpo-arm dataset info``."""
+    meta = dataset.meta
+    ends = dataset.episode_bounds()
+    return {"task": meta.task, "robot": meta.robot, "control_hz": meta.control_hz,
+            "source": meta.source, "transitions": len(dataset), "episodes": len(ends),
+            "obs_dim": meta.obs_dim, "act_dim": meta.act_dim,
+            "mean_reward": float(dataset.data["reward"].mean()) if len(dataset) else None,
+            **{k: v for k, v in meta.extra.items() if not isinstance(v, list | dict)}}
+

@@ -22,60 +22,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from agent.layers import EnsembleLinear, Normalizer
-from agent.math import gaussian_nll, soft_clamp
+from mbpo_arm.agent.config import EnsembleConfig
+from mbpo_arm.agent.layers import EnsembleLinear, Normalizer
+from mbpo_arm.agent.math import gaussian_nll, soft_clamp
 
 ACTIVATIONS = {"silu": F.silu, "relu": F.relu, "elu": F.elu, "gelu": F.gelu, "tanh": torch.tanh}
-
-
-@dataclass
-class EnsembleConfig:
-    """The dynamics ensemble and its training (defaults: Janner et al. 2019, MBPO, app. C)."""
-
-    members: int = 7  # ensemble members E trained on bootstraps of the data
-    elites: int = 5  # members with the lowest holdout MSE used for prediction
-    hidden: int = 200  # width of every hidden layer
-    layers: int = 4  # hidden layers; the network has layers + 1 linear layers
-    activation: str = "silu"  # one of ACTIVATIONS
-    lr: float = 1e-3  # Adam learning rate
-    # L2 weight decay per linear layer, output layer included (MBPO's BNN decays)
-    weight_decay: tuple[float, ...] = (2.5e-5, 5e-5, 7.5e-5, 7.5e-5, 1e-4)
-    batch_size: int = 256  # minibatch size per member
-    holdout_ratio: float = 0.2  # fraction of the data kept out for early stopping and elites
-    max_holdout: int = 5000  # cap on the holdout size
-    patience: int = 5  # epochs without improvement before stopping
-    improvement: float = 0.01  # relative holdout-MSE decrease that counts as improvement
-    max_epochs: int | None = None  # epoch cap per training call (early stop still applies)
-    max_epochs_per_train: int = 200  # hard epoch cap per call even with max_epochs None
-    learn_reward: bool = False  # also predict the reward (tasks without a reward function)
-    device: str = "cpu"  # torch device, set by the caller from the run config
-
-    def __post_init__(self) -> None:
-        self.weight_decay = tuple(float(w) for w in self.weight_decay)  # Hydra passes lists
-        positive = ("members", "elites", "hidden", "layers", "batch_size", "patience",
-                    "max_epochs_per_train")
-        for name in positive:
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"ensemble.{name} must be >= 1, got {getattr(self, name)}")
-        if self.elites > self.members:
-            raise ValueError(f"ensemble.elites ({self.elites}) must be <= members "
-                             f"({self.members})")
-        if self.activation not in ACTIVATIONS:
-            raise ValueError(f"ensemble.activation must be one of {sorted(ACTIVATIONS)}, "
-                             f"got {self.activation!r}")
-        if self.lr <= 0:
-            raise ValueError(f"ensemble.lr must be > 0, got {self.lr}")
-        if len(self.weight_decay) != self.layers + 1 or min(self.weight_decay) < 0:
-            raise ValueError(f"ensemble.weight_decay needs layers + 1 = {self.layers + 1} "
-                             f"non-negative values, got {list(self.weight_decay)}")
-        if not 0.0 <= self.holdout_ratio < 1.0:
-            raise ValueError(f"ensemble.holdout_ratio must be in [0, 1), got {self.holdout_ratio}")
-        if self.max_holdout < 0:
-            raise ValueError(f"ensemble.max_holdout must be >= 0, got {self.max_holdout}")
-        if self.improvement < 0:
-            raise ValueError(f"ensemble.improvement must be >= 0, got {self.improvement}")
-        if self.max_epochs is not None and self.max_epochs < 1:
-            raise ValueError(f"ensemble.max_epochs must be >= 1 or None, got {self.max_epochs}")
 
 
 class ProbabilisticEnsemble(nn.Module):

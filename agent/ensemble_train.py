@@ -14,49 +14,12 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from torch import nn
 
-from agent.ensemble import (
-    EnsembleConfig,
-    ProbabilisticEnsemble,
-    draw_uniform,
-    member_index,
-)
-from agent.math import gaussian_nll, soft_clamp
+from mbpo_arm.agent.config import EnsembleConfig
+from mbpo_arm.agent.ensemble import ProbabilisticEnsemble, draw_uniform, member_index
+from mbpo_arm.agent.math import gaussian_nll
 
 ArrayLike = np.ndarray | torch.Tensor
-
-
-class LoopEnsemble(nn.Module):
-    """``E`` separate ``nn.Sequential`` MLPs run one after another; same maths as
-    ``ProbabilisticEnsemble`` without normalizers. Only a benchmark baseline for the batched
-    ensemble; never used for training."""
-
-    def __init__(self, in_dim: int, out_dim: int, cfg: EnsembleConfig) -> None:
-        super().__init__()
-        self.out_dim = out_dim
-        sizes = [in_dim] + [cfg.hidden] * cfg.layers
-
-        def mlp() -> nn.Sequential:
-            mods: list[nn.Module] = []
-            for i, o in zip(sizes[:-1], sizes[1:], strict=True):
-                mods += [nn.Linear(i, o), nn.SiLU()]
-            return nn.Sequential(*mods, nn.Linear(sizes[-1], 2 * out_dim))
-
-        self.nets = nn.ModuleList(mlp() for _ in range(cfg.members))
-        self.max_log_var = nn.Parameter(torch.full((cfg.members, 1, out_dim), 0.5))
-        self.min_log_var = nn.Parameter(torch.full((cfg.members, 1, out_dim), -10.0))
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``[E, B, D_in]`` -> ``mean, log_var`` ``[E, B, D_out]``."""
-        out = torch.stack([net(xe) for net, xe in zip(self.nets, x, strict=True)])
-        mean, raw = out.split(self.out_dim, dim=-1)
-        return mean, soft_clamp(raw, self.min_log_var, self.max_log_var)
-
-    def loss(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        mean, log_var = self(x)
-        bound = 0.01 * (self.max_log_var.sum() - self.min_log_var.sum())
-        return gaussian_nll(mean, log_var, target).sum() + bound
 
 
 @dataclass

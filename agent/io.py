@@ -1,6 +1,6 @@
 """Crash-safe file writes: a killed process leaves the old file or the new one, never a torn one.
 
-Every writer goes through :func:`_atomic_file`: write a temporary file in the target's own
+Every writer goes through :func:`atomic_file`: write a temporary file in the target's own
 directory, flush and ``fsync`` it, ``os.replace`` it onto the target (atomic on POSIX and
 Windows when both names are on one filesystem), then ``fsync`` the directory so the rename
 itself survives a power cut (the write-fsync-rename-fsync-dir recipe; see Pillai et al. 2014,
@@ -20,14 +20,13 @@ import zipfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
-import torch
 from numpy.lib.npyio import NpzFile
 
 TMP_SUFFIX = ".tmp"
-_TMP_NAME = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")  # what _atomic_file names
+_TMP_NAME = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")  # what atomic_file names
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -45,7 +44,7 @@ def _fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def _atomic_file(path: str | Path) -> Iterator[BinaryIO]:
+def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
     """Yield a binary file that replaces ``path`` atomically once the ``with`` block ends.
 
     The temporary file is created with ``O_EXCL`` and mode ``0o666`` (less the umask), so the
@@ -70,7 +69,7 @@ def _atomic_file(path: str | Path) -> Iterator[BinaryIO]:
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` crash-safely."""
-    with _atomic_file(path) as f:
+    with atomic_file(path) as f:
         f.write(data)
 
 
@@ -79,18 +78,12 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    """``torch.save(obj, path)``, crash-safely (argument order as ``torch.save``)."""
-    with _atomic_file(path) as f:
-        torch.save(obj, f)
-
-
 def atomic_save_npz(path: str | Path, **arrays: np.ndarray) -> None:
     """``np.savez(path, **arrays)`` (uncompressed, no pickles), crash-safely.
 
     The name is used as given: no ``.npz`` is appended, unlike ``np.savez`` on a path.
     """
-    with _atomic_file(path) as f:
+    with atomic_file(path) as f:
         np.savez(f, **arrays)
 
 

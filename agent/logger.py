@@ -11,25 +11,10 @@ import math
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-WANDB_MODES = ("offline", "online", "disabled")
-
-
-@dataclass
-class LoggerConfig:
-    """Where metrics go besides ``metrics.jsonl``."""
-
-    wandb: str = "offline"  # offline (sync later with `wandb sync`), online or disabled
-    project: str = "mbpo-arm"  # wandb project name
-    progress: bool = True  # print progress lines on the terminal
-
-    def __post_init__(self) -> None:
-        if self.wandb not in WANDB_MODES:
-            raise ValueError(f"logger.wandb={self.wandb!r} is not allowed; "
-                             f"choose one of {', '.join(WANDB_MODES)}")
+from mbpo_arm.agent.config import LoggerConfig
 
 
 class RunLogger:

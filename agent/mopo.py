@@ -13,72 +13,22 @@ The phases of the online loop (:mod:`agent.train`) are reused: ``train_model``,
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from agent.checkpoint import latest_checkpoint, load_checkpoint
-from agent.dataset import Dataset, check_spec
-from agent.io import atomic_write_text
-from agent.run import MBPOConfig, Run
-from agent.train import checkpoint, evaluate, rollout_model, sample_batch, train_model
+from mbpo_arm.agent.checkpoint import latest_checkpoint, load_checkpoint
+from mbpo_arm.agent.config import FinetuneConfig, MOPOConfig
+from mbpo_arm.agent.dataset import Dataset, check_spec
+from mbpo_arm.agent.io import atomic_write_text
+from mbpo_arm.agent.replay import ReplayBuffer
+from mbpo_arm.agent.run import Run
+from mbpo_arm.agent.train import checkpoint, evaluate, rollout_model, sample_batch, train_model
 
 PRETRAIN_INFO = "pretrain.json"
 _OPTIMIZERS = ("actor_opt", "critic_opt", "alpha_opt")
 
 
-@dataclass
-class MOPOConfig:
-    """Offline pretraining (Yu et al. 2020, appendix: h in 1-5, lambda in 0.5-5 per dataset)."""
-
-    penalty_coef: float = 1.0  # lambda: reward - lambda * max_i ||Sigma_i(s, a)||
-    horizon: int = 5  # h: model steps per branch
-    rollout_batch: int = 50_000  # dataset start states per rollout
-    rollout_every: int = 1_000  # SAC updates between rollouts
-    retain_rollouts: int = 5  # rollouts kept in the model buffer
-    real_ratio: float = 0.05  # fraction of dataset transitions in each SAC batch
-    gradient_steps: int = 100_000  # SAC updates in all
-    eval_every: int = 5_000  # SAC updates between evaluations in the twin
-    model_max_epochs: int = 1_000  # epoch cap of the (early-stopped) ensemble fit
-
-    def __post_init__(self) -> None:
-        for name in ("horizon", "rollout_batch", "rollout_every", "retain_rollouts",
-                     "gradient_steps", "eval_every", "model_max_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"agent.mopo.{name} must be >= 1, got {getattr(self, name)}")
-        if self.penalty_coef < 0:
-            raise ValueError(f"agent.mopo.penalty_coef must be >= 0, got {self.penalty_coef}")
-        if not 0.0 <= self.real_ratio <= 1.0:
-            raise ValueError(f"agent.mopo.real_ratio must be in [0, 1], got {self.real_ratio}")
-
-    def rollout_config(self, mbpo: MBPOConfig) -> MBPOConfig:
-        """``mbpo`` set up so the shared ``rollout_model`` phase does MOPO's rollouts: a fixed
-        horizon, one rollout per "epoch", ``retain_rollouts`` of them kept."""
-        h = self.horizon
-        return replace(mbpo, rollout_batch=self.rollout_batch, horizon_schedule=(0, 0, h, h),
-                       epoch_length=1, model_train_every=1, retain_epochs=self.retain_rollouts,
-                       real_ratio=self.real_ratio, penalty_coef=self.penalty_coef,
-                       penalty_anneal_steps=0)
-
-
-@dataclass
-class FinetuneConfig:
-    """What ``init_from=<run>`` loads and how online training continues from it."""
-
-    load_optimizers: bool = True  # also load SAC's Adam states (else fresh optimizers)
-    seed_replay: bool = True  # start the replay with the pretrained run's (offline) data
-    penalty_coef: float | None = None  # lambda to start from; None: the pretrained run's
-    penalty_anneal_steps: int = 2_000  # env steps over which lambda falls to 0
-
-    def __post_init__(self) -> None:
-        if self.penalty_anneal_steps < 0:
-            raise ValueError("agent.finetune.penalty_anneal_steps must be >= 0, got "
-                             f"{self.penalty_anneal_steps}")
-        if self.penalty_coef is not None and self.penalty_coef < 0:
-            raise ValueError(f"agent.finetune.penalty_coef must be >= 0, got {self.penalty_coef}")
-
-
-# ------------------------------------------------------------------------------- pretrain
 def pretrain(run: Run, dataset: Dataset, cfg: MOPOConfig, source: str = "") -> dict[str, Any]:
     """MOPO on ``dataset`` into ``run`` (an MBPO run; its replay receives the dataset).
 
@@ -90,7 +40,7 @@ def pretrain(run: Run, dataset: Dataset, cfg: MOPOConfig, source: str = "") -> d
     env = run.env
     check_spec(dataset, source or "dataset", env.observation_space.shape[0],
                env.action_space.shape[0])
-    run.replay = dataset.to_replay()
+    run.replay = ReplayBuffer.from_dataset(dataset)
     model = run.model
     model.mbpo = cfg.rollout_config(model.mbpo)
     model.cfg = replace(model.cfg, max_epochs=None, max_epochs_per_train=cfg.model_max_epochs)

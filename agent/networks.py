@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from agent.layers import EnsembleLinear
+from mbpo_arm.agent.layers import EnsembleLinear
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -83,17 +83,3 @@ class TwinCritic(nn.Module):
         return self.net(x).squeeze(-1)
 
 
-class LoopCritic(nn.Module):
-    """Reference for benchmarks and tests: ``E`` separate ``nn.Sequential`` critics evaluated
-    one after another. Same interface and output ``[E, B]`` as :class:`TwinCritic`."""
-
-    def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
-                 members: int = 2, activation: Callable[[], nn.Module] = nn.ReLU) -> None:
-        super().__init__()
-        self.members = members
-        self.qs = nn.ModuleList(mlp(obs_dim + act_dim, hidden, 1, activation)
-                                for _ in range(members))
-
-    def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([obs, action], dim=-1)
-        return torch.stack([q(x).squeeze(-1) for q in self.qs])

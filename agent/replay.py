@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agent.io import atomic_save_npz, load_npz
-from agent.types import FIELDS, TransitionBatch
+from mbpo_arm.agent.dataset import FIELDS, Dataset
+from mbpo_arm.agent.io import atomic_save_npz, load_npz
+from mbpo_arm.agent.types import TransitionBatch
 
 FORMAT_VERSION = 1
 _FLOAT_FIELDS = ("obs", "action", "reward", "next_obs")
@@ -60,6 +61,15 @@ class ReplayBuffer:
                 f"obs_dim={self.obs_dim}, act_dim={self.act_dim}, total_added={self._total})")
 
     # ----------------------------------------------------------------------------------- add
+    @classmethod
+    def from_dataset(cls, dataset: Dataset, capacity: int | None = None) -> ReplayBuffer:
+        """The transitions of ``dataset`` in a buffer (capacity: at least ``len(dataset)``)."""
+        buffer = cls(max(capacity or 0, len(dataset), 1), dataset.meta.obs_dim,
+                     dataset.meta.act_dim)
+        if len(dataset):
+            buffer.add(*(dataset.data[k] for k in FIELDS))
+        return buffer
+
     def add(self, obs: np.ndarray, action: np.ndarray, reward: float | np.ndarray,
             next_obs: np.ndarray, terminated: bool | np.ndarray,
             truncated: bool | np.ndarray) -> None:

@@ -13,8 +13,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from agent.ensemble import ProbabilisticEnsemble, predict
-from agent.math import ensemble_disagreement, mopo_penalty, mopo_reward
+from mbpo_arm.agent.ensemble import ProbabilisticEnsemble, predict
+from mbpo_arm.agent.math import ensemble_disagreement, mopo_penalty, mopo_reward
 
 Policy = Callable[[torch.Tensor], torch.Tensor]  # obs [B, D] -> action [B, A]
 RewardFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # -> [B]

@@ -16,89 +16,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agent.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from agent.ensemble import EnsembleConfig, ProbabilisticEnsemble
-from agent.logger import RunLogger
-from agent.replay import ReplayBuffer
-from agent.sac import SAC, SACConfig
-
-
-@dataclass
-class TrainerConfig:
-    """The schedule of a run, in env steps."""
-
-    total_steps: int = 30_000  # env steps in all
-    eval_every: int = 2_500  # env steps between evaluations
-    eval_episodes: int = 10  # episodes per evaluation (deterministic policy)
-    checkpoint_every: int = 5_000  # env steps between checkpoints
-    log_every: int = 1_000  # env steps between progress lines
-    replay_capacity: int = 1_000_000  # real transitions kept
-    stop_at: float | None = None  # stop early once an evaluation's stop_metric reaches this
-    stop_metric: str = "eval_success_rate"  # eval_success_rate or eval_return
-
-    def __post_init__(self) -> None:
-        for name in ("total_steps", "eval_every", "eval_episodes", "checkpoint_every",
-                     "log_every", "replay_capacity"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"trainer.{name} must be >= 1, got {getattr(self, name)}")
-        if self.stop_metric not in ("eval_success_rate", "eval_return"):
-            raise ValueError(f"trainer.stop_metric={self.stop_metric!r} is not allowed; choose "
-                             "eval_success_rate or eval_return")
-
-
-@dataclass
-class MBPOConfig:
-    """Model-based policy optimization (Janner et al. 2019, algorithm 2 and appendix C)."""
-
-    model_train_every: int = 250  # env steps between model trainings (each followed by a rollout)
-    rollout_every: int | None = None  # env steps between rollouts; None: model_train_every
-    model_learning_starts: int = 5_000  # real steps collected before the first model training
-    rollout_batch: int = 100_000  # real start states per branched rollout
-    # [start_epoch, end_epoch, min_h, max_h]: horizon grows linearly between the epochs
-    horizon_schedule: tuple[int, int, int, int] = (20, 100, 1, 15)
-    epoch_length: int = 1_000  # env steps per epoch (the schedule's and retention's unit)
-    retain_epochs: int = 1  # epochs of model rollouts kept in the model buffer
-    real_ratio: float = 0.05  # fraction of real transitions in each SAC batch
-    penalty_coef: float = 0.0  # MOPO lambda: reward - lambda * max member std norm
-    penalty_anneal_steps: int = 0  # lambda falls linearly to 0 over these env steps; 0: constant
-    max_disagreement: float | None = None  # stop a branch beyond this elite discrepancy
-    report_horizons: tuple[int, ...] = (1, 5, 10)  # multi-step error horizons in the report
-    rollout_chunk: int | None = 4096  # rows per ensemble pass on CPU; null for one pass
-    goal_relabel: float = 0.0  # goal tasks: fraction of rollout starts given another goal
-
-    def __post_init__(self) -> None:
-        self.horizon_schedule = tuple(int(h) for h in self.horizon_schedule)  # type: ignore
-        self.report_horizons = tuple(int(h) for h in self.report_horizons)
-        if len(self.horizon_schedule) != 4 or self.horizon_schedule[2] < 1 \
-                or self.horizon_schedule[3] < self.horizon_schedule[2]:
-            raise ValueError("agent.mbpo.horizon_schedule must be [start_epoch, end_epoch, "
-                             f"min_h, max_h] with 1 <= min_h <= max_h, got "
-                             f"{list(self.horizon_schedule)}")
-        if self.rollout_every is not None and self.rollout_every < 1:
-            raise ValueError(f"agent.mbpo.rollout_every must be >= 1 or null, got "
-                             f"{self.rollout_every}")
-        for name in ("model_train_every", "rollout_batch", "epoch_length", "retain_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"agent.mbpo.{name} must be >= 1, got {getattr(self, name)}")
-        if not 0.0 <= self.real_ratio <= 1.0:
-            raise ValueError(f"agent.mbpo.real_ratio must be in [0, 1], got {self.real_ratio}")
-        if not 0.0 <= self.goal_relabel <= 1.0:
-            raise ValueError(f"agent.mbpo.goal_relabel must be in [0, 1], got {self.goal_relabel}")
-        if self.penalty_coef < 0:
-            raise ValueError(f"agent.mbpo.penalty_coef must be >= 0, got {self.penalty_coef}")
-        if self.penalty_anneal_steps < 0:
-            raise ValueError("agent.mbpo.penalty_anneal_steps must be >= 0, got "
-                             f"{self.penalty_anneal_steps}")
-
-    @property
-    def rollout_period(self) -> int:
-        """Env steps between model rollouts."""
-        return self.rollout_every or self.model_train_every
-
-    def model_buffer_capacity(self, horizon: int) -> int:
-        """Retention epochs x rollouts per epoch x rollout batch x horizon (MBPO's sizing)."""
-        per_epoch = max(self.epoch_length // self.rollout_period, 1)
-        return self.retain_epochs * per_epoch * self.rollout_batch * horizon
+from mbpo_arm.agent.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mbpo_arm.agent.config import EnsembleConfig, MBPOConfig, SACConfig, TrainerConfig
+from mbpo_arm.agent.ensemble import ProbabilisticEnsemble
+from mbpo_arm.agent.logger import RunLogger
+from mbpo_arm.agent.replay import ReplayBuffer
+from mbpo_arm.agent.sac import SAC
 
 
 @dataclass

@@ -6,7 +6,8 @@ Model-free SAC runs without the two model phases; MBPO (``agent.algo=mbpo``) add
 retrained on all real data and ``rollout_batch`` branched rollouts from real states fill the
 model buffer; each SAC batch then mixes ``real_ratio`` real with model transitions.
 
-Only the gymnasium API is used here; the composition root (:mod:`mbpo_launch.cli`) builds the envs.
+Only the gymnasium API is used here; the composition root (:mod:`mbpo_arm.launch.cli`)
+builds the envs.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from agent.ensemble_train import multistep_error, train_ensemble
-from agent.math import annealed_penalty, rollout_horizon
-from agent.replay import ReplayBuffer
-from agent.rollout import branched_rollout
-from agent.run import Run, evaluate_policy, save_run
-from agent.types import TransitionBatch
+from mbpo_arm.agent.ensemble_train import multistep_error, train_ensemble
+from mbpo_arm.agent.math import annealed_penalty, rollout_horizon
+from mbpo_arm.agent.replay import ReplayBuffer
+from mbpo_arm.agent.rollout import branched_rollout
+from mbpo_arm.agent.run import Run, evaluate_policy, save_run
+from mbpo_arm.agent.types import TransitionBatch
 
 
 # ------------------------------------------------------------------------------- the loop

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from mbpo_arm.agent.dataset import FIELDS
+
 
 @dataclass(frozen=True)
 class TransitionBatch:
@@ -41,4 +43,3 @@ class TransitionBatch:
         return TransitionBatch(*(torch.cat([getattr(b, f) for b in batches]) for f in FIELDS))
 
 
-FIELDS = ("obs", "action", "reward", "next_obs", "terminated", "truncated")

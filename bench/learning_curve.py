@@ -19,10 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import median
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from mbpo_arm.agent.logger import read_metrics
 
-from agent.logger import read_metrics  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_one(agent: str, task: str, seed: int, steps: int, run_dir: Path, extra: list[str],
@@ -36,7 +35,8 @@ def run_one(agent: str, task: str, seed: int, steps: int, run_dir: Path, extra: 
         import shutil
 
         shutil.rmtree(run_dir)
-    cmd = [sys.executable, "-m", "mbpo_launch.cli", "train", "--backend", "mujoco", f"task={task}",
+    cmd = [sys.executable, "-m", "mbpo_arm.launch.cli", "train", "--backend", "mujoco",
+           f"task={task}",
            f"agent={agent}", f"trainer.total_steps={steps}", f"seed={seed}",
            f"run_dir={run_dir}", "logger.wandb=disabled", "logger.progress=false", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -14,23 +14,21 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import torch
+from baselines import LoopCritic, LoopEnsemble
+
+from mbpo_arm.agent.config import EnsembleConfig, SACConfig
+from mbpo_arm.agent.ensemble import ProbabilisticEnsemble
+from mbpo_arm.agent.replay import ReplayBuffer
+from mbpo_arm.agent.rollout import branched_rollout
+from mbpo_arm.agent.sac import SAC
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from agent.ensemble import EnsembleConfig, ProbabilisticEnsemble  # noqa: E402
-from agent.ensemble_train import LoopEnsemble  # noqa: E402
-from agent.networks import LoopCritic  # noqa: E402
-from agent.replay import ReplayBuffer  # noqa: E402
-from agent.rollout import branched_rollout  # noqa: E402
-from agent.sac import SAC, SACConfig  # noqa: E402
 
 OBS, ACT = 19, 5  # ArmReach-v0
 
@@ -143,7 +141,7 @@ def mbpo_step_time(device: str, steps: int = 500) -> dict[str, float]:
     (measured through the same composition root as ``mbpo-arm train``)."""
     import tempfile
 
-    from agent.train import (
+    from mbpo_arm.agent.train import (
         collect_step,
         model_due,
         rollout_model,
@@ -151,7 +149,8 @@ def mbpo_step_time(device: str, steps: int = 500) -> dict[str, float]:
         train_model,
         update_policy,
     )
-    from mbpo_launch.cli import build_run, load_run_config
+    from mbpo_arm.configs.loader import load_run_config
+    from mbpo_arm.launch.build import build_run
 
     with tempfile.TemporaryDirectory() as tmp:
         rc, _ = load_run_config(["agent=mbpo_reach", "logger.wandb=disabled",

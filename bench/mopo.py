@@ -26,12 +26,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from statistics import mean, median
 
+from mbpo_arm.agent.logger import read_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from agent.logger import read_metrics  # noqa: E402
-
-CLI = [sys.executable, "-m", "mbpo_launch.cli"]
+CLI = [sys.executable, "-m", "mbpo_arm.launch.cli"]
 QUIET = ["logger.wandb=disabled", "logger.progress=false"]
 
 
@@ -48,7 +47,7 @@ def make_dataset(a: argparse.Namespace) -> dict:
     if not path.exists():
         sh([*CLI, "collect", "task=reach", "policy=medium", f"episodes={a.episodes}",
             f"noise={a.noise}", "seed=100", f"out={path}"], a.runs / "collect.log")
-    from agent.dataset import load_dataset
+    from mbpo_arm.agent.dataset import load_dataset
 
     meta = load_dataset(path).meta
     return {"path": str(path), "transitions": meta.transitions, "episodes": meta.episodes,

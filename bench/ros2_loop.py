@@ -3,7 +3,8 @@
     python bench/ros2_loop.py [--hz 50 100] [--seconds 10] [--runs 3]
         [--out bench/results/ros2_loop]
 
-For each rate and run: starts ``python -m sim.ros2_twin_driver`` in a fresh DDS domain, runs
+For each rate and run: starts ``python -m mbpo_arm.sim.ros2_twin_driver`` in a fresh DDS
+domain, runs
 :class:`hardware.ros2.Ros2Robot` here at that rate for ``--seconds`` (a 0.5 Hz sine on every
 joint around the home pose), and a third participant timestamps each ``JointState`` as it
 lands (a DDS listener, on the middleware's thread). Prints a table of medians over the runs:
@@ -28,19 +29,19 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from mbpo_arm.hardware.ros2 import messages as m
+from mbpo_arm.hardware.ros2.config import Ros2Config
+from mbpo_arm.hardware.ros2.node import Ros2Robot
+from mbpo_arm.hardware.ros2.transport import SENSOR_DATA, CycloneTransport
 
-from hardware.ros2 import Ros2Config, Ros2Robot  # noqa: E402
-from hardware.ros2 import messages as m  # noqa: E402
-from hardware.ros2.transport import SENSOR_DATA, CycloneTransport  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_once(hz: float, seconds: float, domain: int) -> dict:
     """One run; returns its figures and the raw lateness and latency samples (ms)."""
     stats_file = Path(tempfile.mkdtemp()) / "driver.json"
     backend = [f"backend.domain_id={domain}", f"backend.control_hz={hz}"]
-    driver = subprocess.Popen([sys.executable, "-m", "sim.ros2_twin_driver", "--stats",
+    driver = subprocess.Popen([sys.executable, "-m", "mbpo_arm.sim.ros2_twin_driver", "--stats",
                                str(stats_file), *backend], cwd=ROOT,
                               stdout=subprocess.DEVNULL)
     latency: list[float] = []

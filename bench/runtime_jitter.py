@@ -3,12 +3,11 @@
     python bench/runtime_jitter.py [--hz 50] [--seconds 600] [--agent sac] [--utd 20]
         [--pacing robot|actor] [--out bench/results/runtime_jitter] [key=value ...]
 
-Runs ``python -m mbpo_launch.runtime`` (the same composition ``mbpo-arm train runtime=async``
-uses) on ``ArmReach-v0`` at ``--hz`` for ``--seconds`` with SAC at UTD ``--utd`` (or
-``--agent mbpo_reach``), so the learner always has work. Prints a table: tick period and
-absolute jitter (p50 / p99 / max), missed deadlines, weight latency (publish to use, actor
-side), policy version lag, achieved UTD, transitions/s, queue depth, and the log / actor /
-learner counts; saves ``<out>-<hz>hz.json`` and a PNG of the period and jitter histograms.
+Runs ``mbpo-arm train runtime=async`` on ``ArmReach-v0`` at ``--hz`` for ``--seconds`` with SAC
+at UTD ``--utd`` (or ``--agent mbpo_reach``), so the learner always has work. Prints a table:
+tick period and absolute jitter (p50 / p99 / max), missed deadlines, weight latency (publish to
+use, actor side), policy version lag, achieved UTD, transitions/s, queue depth, and the log /
+actor / learner counts; saves ``<out>-<hz>hz.json`` and a PNG of the period and jitter histograms.
 
 The baseline, in the same command: a probe process that does nothing but keep the same
 schedule (the actor's :class:`~agent.runtime.actor.Schedule`, same priority, no work) runs
@@ -36,26 +35,27 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from mbpo_arm.agent.io import load_npz
+from mbpo_arm.agent.logger import read_metrics
+from mbpo_arm.agent.runtime.config import RuntimeConfig
+from mbpo_arm.agent.runtime.priority import FIFO_PRIORITY
+from mbpo_arm.configs.loader import load_run_config
 
-from agent.io import load_npz  # noqa: E402
-from agent.logger import read_metrics  # noqa: E402
-from agent.runtime.config import RuntimeConfig  # noqa: E402
-from agent.runtime.priority import FIFO_PRIORITY  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_once(args: argparse.Namespace, run_dir: Path) -> dict:
     """One async run in a subprocess; returns its ``runtime_stats.json`` plus UTD figures."""
-    overrides = ["--backend", "mujoco", "task=reach", f"agent={args.agent}",
+    overrides = ["train", "--backend", "mujoco", "runtime=async", "task=reach",
+                 f"agent={args.agent}",
                  "logger.wandb=disabled", "logger.progress=false", f"run_dir={run_dir}",
                  f"trainer.total_steps={int(args.hz * args.seconds)}",
                  f"agent.sac.utd={args.utd}", f"runtime.control_hz={args.hz}",
                  f"runtime.pacing={args.pacing}", f"runtime.priority={args.priority}",
                  *args.overrides]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    subprocess.run([sys.executable, "-m", "mbpo_launch.runtime", *overrides], cwd=ROOT, env=env,
-                   check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "mbpo_arm.launch.cli", *overrides], cwd=ROOT,
+                   env=env, check=True, stdout=subprocess.DEVNULL)
     stats = json.loads((run_dir / "runtime_stats.json").read_text())
     learner = [e for e in read_metrics(run_dir) if e.get("achieved_utd") is not None]
     stats["achieved_utd"] = learner[-1]["achieved_utd"] if learner else None
@@ -67,8 +67,8 @@ def run_once(args: argparse.Namespace, run_dir: Path) -> dict:
 def probe(hz: float, stop: Any, priority: str, out: str) -> None:
     """The baseline: keep the actor's schedule at the actor's priority doing no work until
     ``stop.value`` is set; write the lateness figures to ``out`` (JSON)."""
-    from agent.runtime.actor import Schedule, percentiles
-    from agent.runtime.priority import raise_priority
+    from mbpo_arm.agent.runtime.actor import Schedule, percentiles
+    from mbpo_arm.agent.runtime.priority import raise_priority
 
     cfg = RuntimeConfig()
     applied, _ = raise_priority(priority)
@@ -138,10 +138,8 @@ def steal_s() -> float | None:
 
 
 def run_tolerance(run_dir: Path) -> float:
-    """The run's missed-deadline tolerance (s), from the runtime settings it saved."""
-    from mbpo_launch.runtime import load_runtime
-
-    cfg = load_runtime([], run_dir)
+    """The run's missed-deadline tolerance (s), from the config it saved."""
+    cfg = load_run_config([f"resume={run_dir}"])[0].runtime
     return cfg.miss_tolerance * cfg.period
 
 

@@ -17,19 +17,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from mbpo_arm.hardware.config import SerialConfig
+from mbpo_arm.hardware.serial_robot import SerialRobot
+from mbpo_arm.sim.config import TwinConfig
+from mbpo_arm.sim.servo_emulator import ServoEmulator
+from mbpo_arm.sim.twin import TwinRobot
 
-from hardware.serial_robot import SerialConfig, SerialRobot  # noqa: E402
-from sim.servo_emulator import ServoEmulator  # noqa: E402
-from sim.twin import TwinConfig, TwinRobot  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def robot_on(emulator: ServoEmulator, directory: Path, hz: float) -> SerialRobot:

@@ -25,12 +25,13 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from envs.factory import LIMITS_DIR
-from hardware.estop import EStop
-from hardware.shield import RULES, Shield, ShieldedRobot
-from hardware.shield_config import ShieldConfig
-from sim.geometry import MujocoGeometry
-from sim.twin import TwinConfig, TwinRobot
+from mbpo_arm.hardware.config import LIMITS_DIR
+from mbpo_arm.hardware.estop import EStop
+from mbpo_arm.hardware.shield import RULES, Shield, ShieldedRobot
+from mbpo_arm.hardware.shield_config import ShieldConfig
+from mbpo_arm.sim.config import TwinConfig
+from mbpo_arm.sim.geometry import MujocoGeometry
+from mbpo_arm.sim.twin import TwinRobot
 
 RESULTS = Path(__file__).resolve().parent / "results"
 BURSTS = ("nan", "inf", "huge", "flip", "dive", "far", "stall", "estop")

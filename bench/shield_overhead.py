@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.factory import LIMITS_DIR
-from hardware.estop import EStop
-from hardware.robot import RobotState
-from hardware.shield import Shield
-from hardware.shield_config import ShieldConfig
-from sim.geometry import MujocoGeometry
+from mbpo_arm.hardware.config import LIMITS_DIR
+from mbpo_arm.hardware.estop import EStop
+from mbpo_arm.hardware.robot import RobotState
+from mbpo_arm.hardware.shield import Shield
+from mbpo_arm.hardware.shield_config import ShieldConfig
+from mbpo_arm.sim.geometry import MujocoGeometry
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS_MS = {"joint rules only": 0.1, "joint rules + workspace": None,

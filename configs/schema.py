@@ -1,35 +1,41 @@
-"""Typed schemas of the config tree, checked at start-up.
+"""Typed schemas of the config tree: the only source of defaults, checked at start-up.
 
-Each part's dataclass lives beside the code it configures (``agent.sac.SACConfig``,
-``sim.twin.TwinConfig``, ...), so every part receives exactly its own typed sub-config; this
-module composes them into the run's schema and turns any problem into a one-line
-:class:`ConfigError` that names the key and what is allowed.
+Each part's dataclass lives beside the code it configures, in a light ``config`` module
+(:mod:`mbpo_arm.agent.config`, :mod:`mbpo_arm.sim.config`, ...) that imports no torch, mujoco,
+gymnasium or driver; this module composes them into the run's schema, registers them with
+Hydra's ConfigStore (the YAML files under this folder are presets that change values, never
+restate them) and turns any problem into a one-line :class:`ConfigError` naming the key.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from agent.ensemble import EnsembleConfig
-from agent.logger import LoggerConfig
-from agent.mopo import FinetuneConfig, MOPOConfig
-from agent.run import MBPOConfig, TrainerConfig
-from agent.runtime.config import RuntimeConfig
-from agent.sac import SACConfig
-from envs.factory import TaskConfig, resolve_limits_file
-from hardware.ros2 import Ros2Config
-from hardware.serial_robot import SerialConfig
-from hardware.shield_config import ShieldSettings
-from sim.twin import TwinConfig
+from mbpo_arm.agent.config import (
+    EnsembleConfig,
+    FinetuneConfig,
+    LoggerConfig,
+    MBPOConfig,
+    MOPOConfig,
+    SACConfig,
+    TrainerConfig,
+)
+from mbpo_arm.agent.runtime.config import RuntimeConfig
+from mbpo_arm.envs.config import TaskConfig
+from mbpo_arm.hardware.config import LIMITS_DIR, SerialConfig, ShieldSettings, limits_path
+from mbpo_arm.hardware.ros2.config import Ros2Config
+from mbpo_arm.sim.config import TwinConfig
 
-CONFIG_DIR = Path(__file__).parent
+CONFIG_DIR = Path(str(files("mbpo_arm.configs")))
 
-# The schema of each option of a polymorphic group.
+# The schema of each option of the polymorphic backend group.
 BACKEND_SCHEMAS: dict[str, type] = {"mujoco": TwinConfig, "serial": SerialConfig,
                                      "ros2": Ros2Config}
 ALGOS = ("sac", "mbpo")
@@ -45,41 +51,62 @@ class AgentConfig:
 
     algo: str = "sac"  # sac (model-free) or mbpo (model-based)
     sac: SACConfig = field(default_factory=SACConfig)  # the policy optimizer
-    model: EnsembleConfig | None = None  # the dynamics ensemble (mbpo)
-    mbpo: MBPOConfig | None = None  # the model-based schedule (mbpo)
-    mopo: MOPOConfig | None = None  # offline pretraining (mbpo-arm pretrain)
+    model: EnsembleConfig = field(default_factory=EnsembleConfig)  # the dynamics ensemble (mbpo)
+    mbpo: MBPOConfig = field(default_factory=MBPOConfig)  # the model-based schedule (mbpo)
+    mopo: MOPOConfig = field(default_factory=MOPOConfig)  # offline pretraining (mbpo-arm pretrain)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # used with init_from
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"agent.algo={self.algo!r} is not allowed; choose one of {ALGOS}")
-        if self.algo == "mbpo" and (self.model is None or self.mbpo is None):
-            raise ValueError("agent.algo=mbpo needs agent.model and agent.mbpo; start from "
-                             "agent=mbpo (configs/agent/mbpo.yaml)")
+        if self.mbpo.model_learning_starts is None:  # the first policy acts on a model
+            self.mbpo = replace(self.mbpo, model_learning_starts=self.sac.learning_starts)
 
 
 @dataclass
 class RunConfig:
     """One run: the backend, the task, the agent, the schedule, the logging."""
 
-    backend_name: str
-    backend: Any
-    task: TaskConfig
-    agent: AgentConfig
-    trainer: TrainerConfig
-    logger: LoggerConfig
-    seed: int = 0
-    device: str = "cpu"
-    run_dir: str | None = None
-    resume: str | None = None
-    init_from: str | None = None  # a pretrained (or any) run to start from
+    backend_name: str = "mujoco"  # the backend group's choice (--backend)
+    backend: Any = None  # the backend's settings: one of BACKEND_SCHEMAS
+    task: TaskConfig = field(default_factory=TaskConfig)  # the task and its settings
+    agent: AgentConfig = field(default_factory=AgentConfig)  # the learning algorithm
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)  # the run's schedule
+    logger: LoggerConfig = field(default_factory=LoggerConfig)  # where metrics go
+    seed: int = 0  # seeds the env, the replay sampling and the networks
+    device: str = "cpu"  # torch device for learning: cpu, cuda, cuda:1, mps
+    run_dir: str | None = None  # where results go; null: runs/<task>-<agent>-<time>-s<seed>
+    resume: str | None = None  # a run directory to continue from its last checkpoint
+    init_from: str | None = None  # a run (e.g. from `mbpo-arm pretrain`) to start from
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # sync loop, or async actor
     shield: ShieldSettings = field(default_factory=ShieldSettings)  # the safety shield
 
 
+# The groups of the tree whose default option is the schema itself (no YAML file).
+SCHEMA_OPTIONS: dict[str, dict[str, type]] = {
+    "backend": BACKEND_SCHEMAS, "task": {"reach": TaskConfig}, "agent": {"sac": AgentConfig},
+    "logger": {"default": LoggerConfig}, "runtime": {"sync": RuntimeConfig}}
+PARTS: dict[str, type] = {"task": TaskConfig, "agent": AgentConfig, "trainer": TrainerConfig,
+                          "logger": LoggerConfig, "runtime": RuntimeConfig,
+                          "shield": ShieldSettings}
+TOP_KEYS = ("seed", "device", "run_dir", "resume", "init_from")
+
+
+def register() -> None:
+    """Put the schemas in Hydra's ConfigStore: ``train_schema`` (the run) and each group's
+    schema option (``backend/mujoco``, ``agent/sac``, ...), which the YAML presets extend."""
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=RunConfig)
+    for group, schemas in SCHEMA_OPTIONS.items():
+        for name, schema in schemas.items():
+            store.store(group=group, name=name, node=schema)
+
+
 def options(group: str) -> list[str]:
-    """The YAML options of a config group, e.g. ``options("backend") == ["mujoco"]``."""
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    """The options of a config group, e.g. ``options("backend") == ["mujoco", "ros2",
+    "serial"]``: the schema options and the YAML presets."""
+    yaml = {p.stem for p in (CONFIG_DIR / group).glob("*.yaml")}
+    return sorted(yaml | set(SCHEMA_OPTIONS.get(group, {})))
 
 
 def validate(cfg: DictConfig, backend_name: str) -> RunConfig:
@@ -88,29 +115,26 @@ def validate(cfg: DictConfig, backend_name: str) -> RunConfig:
     if backend_name not in BACKEND_SCHEMAS:
         raise ConfigError(f"backend={backend_name} is not allowed; choose one of "
                           f"{', '.join(sorted(BACKEND_SCHEMAS))}")
-    parts = {"backend": BACKEND_SCHEMAS[backend_name], "task": TaskConfig,
-             "agent": AgentConfig, "trainer": TrainerConfig, "logger": LoggerConfig,
-             "runtime": RuntimeConfig, "shield": ShieldSettings}
-    built = {name: _typed(name, schema, cfg.get(name, {})) for name, schema in parts.items()}
-    top = {k: cfg.get(k) for k in ("seed", "device", "run_dir", "resume", "init_from")}
-    extra = set(cfg.keys()) - set(parts) - set(top) - {"hydra"}
+    parts = {"backend": BACKEND_SCHEMAS[backend_name], **PARTS}
+    extra = set(cfg.keys()) - set(parts) - set(TOP_KEYS) - {"hydra", "backend_name"}
     if extra:
         raise ConfigError(f"{sorted(extra)[0]} is not a config key; top-level keys are "
-                          f"{', '.join(sorted([*parts, *top]))}")
+                          f"{', '.join(sorted([*parts, *TOP_KEYS]))}")
+    built = {name: typed(name, schema, cfg.get(name, {})) for name, schema in parts.items()}
+    top = {k: cfg.get(k, getattr(RunConfig, k)) for k in TOP_KEYS}
     limits = built["shield"].limits_file
-    if limits is not None and not resolve_limits_file(limits).is_file():
-        raise ConfigError(f"shield.limits_file={limits}: {resolve_limits_file(limits)} not "
-                          "found; name a file in configs/limits/ or give a path")
+    if limits is not None and not limits_path(limits).is_file():
+        raise ConfigError(f"shield.limits_file={limits}: {limits_path(limits)} not found; name "
+                          f"a file in {LIMITS_DIR} or give a path")
     if not isinstance(top["seed"], int):
         raise ConfigError(f"seed must be an integer, got {top['seed']!r}")
     device = str(top["device"])
     if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
         raise ConfigError(f"device={device} is not allowed; choose cpu, cuda, cuda:N or mps")
-    return RunConfig(backend_name=backend_name, **built, seed=top["seed"], device=device,
-                     run_dir=top["run_dir"], resume=top["resume"], init_from=top["init_from"])
+    return RunConfig(backend_name=backend_name, **built, **{**top, "device": device})
 
 
-def _typed(prefix: str, schema: type, node: Any) -> Any:
+def typed(prefix: str, schema: type, node: Any) -> Any:
     """``node`` merged into ``schema``, as a dataclass instance (its checks run)."""
     if not isinstance(node, DictConfig | dict):
         raise ConfigError(f"{prefix} must be a group of keys, got {node!r}")

@@ -1,9 +1,7 @@
-"""Tasks as ``gymnasium.Env`` over any robot backend, and the factory that builds them.
+"""Tasks as ``gymnasium.Env`` over any robot backend (:mod:`.reach`), their settings
+(:mod:`.config`), the pure reward and termination functions (:mod:`.tasks`) and the factory
+that builds an env from the config (:mod:`.factory`).
 
-Importing this package registers ``ArmReach-v0``.
+Importing :mod:`mbpo_arm.envs.reach` registers ``ArmReach-v0``; ``gymnasium.make(
+"mbpo_arm.envs.reach:ArmReach-v0")`` imports it first.
 """
-
-import gymnasium as gym
-
-if "ArmReach-v0" not in gym.registry:
-    gym.register(id="ArmReach-v0", entry_point="envs.reach:ArmReachEnv", max_episode_steps=100)

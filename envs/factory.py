@@ -6,44 +6,35 @@ measured on the tasks the literature reports; ``ArmReach-*`` runs over the confi
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
-import envs  # noqa: F401  (registers ArmReach-v0)
-from envs.reach import ArmReachEnv, ReachConfig
-from envs.tasks import TaskFunctions, task_functions
-from hardware.estop import process_estop
-from hardware.robot import Robot
-from hardware.ros2 import Ros2Config, Ros2Robot
-from hardware.serial_robot import SerialConfig, SerialRobot
-from hardware.shield import Shield, ShieldedRobot
-from hardware.shield_config import ShieldConfig, ShieldSettings
-from sim.geometry import MujocoGeometry
-from sim.kinematics import ArmKinematics
-from sim.twin import ASSET, TwinConfig, TwinRobot
+import mbpo_arm.envs.reach  # noqa: F401  (registers ArmReach-v0)
+from mbpo_arm.envs.config import TaskConfig
+from mbpo_arm.envs.reach import ArmReachEnv
+from mbpo_arm.envs.tasks import TaskFunctions, task_functions
+from mbpo_arm.hardware.config import LIMITS_DIR, SerialConfig, ShieldSettings, limits_path
+from mbpo_arm.hardware.estop import process_estop
+from mbpo_arm.hardware.robot import Robot
+from mbpo_arm.hardware.ros2.config import Ros2Config
+from mbpo_arm.hardware.ros2.node import Ros2Robot
+from mbpo_arm.hardware.serial_robot import SerialRobot
+from mbpo_arm.hardware.shield import Shield, ShieldedRobot
+from mbpo_arm.hardware.shield_config import ShieldConfig
+from mbpo_arm.sim.config import ASSET, TwinConfig
+from mbpo_arm.sim.geometry import MujocoGeometry
+from mbpo_arm.sim.kinematics import ArmKinematics
+from mbpo_arm.sim.twin import TwinRobot
 
-LIMITS_DIR = Path(__file__).resolve().parents[1] / "configs" / "limits"
 
-
-@dataclass
-class TaskConfig:
-    """Which task to run, and its settings."""
-
-    id: str = "ArmReach-v0"  # gymnasium id; ArmReach-* runs on the configured backend
-    max_episode_steps: int | None = 100  # time limit (reported as truncated); None: id's own
-    reach: ReachConfig = field(default_factory=ReachConfig)  # used by ArmReach-* only
-    kwargs: dict[str, Any] = field(default_factory=dict)  # extra gymnasium.make arguments
-
-    def __post_init__(self) -> None:
-        if self.id not in gym.registry:
-            near = [k for k in gym.registry if k.split("-")[0].lower() in self.id.lower()]
-            raise ValueError(f"task.id={self.id!r} is not a registered gymnasium id"
-                             + (f"; did you mean one of {near}?" if near else ""))
-        if self.max_episode_steps is not None and self.max_episode_steps < 1:
-            raise ValueError(f"task.max_episode_steps must be >= 1, got {self.max_episode_steps}")
+def check_task(task: TaskConfig) -> None:
+    """``task.id`` names a registered gymnasium env, or a one-line ValueError with near ids."""
+    if task.id not in gym.registry:
+        near = [k for k in gym.registry if k.split("-")[0].lower() in task.id.lower()]
+        raise ValueError(f"task.id={task.id!r} is not a registered gymnasium id"
+                         + (f"; did you mean one of {near}?" if near else ""))
 
 
 BACKENDS = {"mujoco": (TwinConfig, TwinRobot), "serial": (SerialConfig, SerialRobot),
@@ -80,21 +71,13 @@ def check_shield_settings(backend: str, settings: ShieldSettings) -> None:
                          f"(shipped: {shipped})")
 
 
-def resolve_limits_file(name: str) -> Path:
-    """``so101`` -> ``configs/limits/so101.yaml``; a path stays a path."""
-    path = Path(name).expanduser()
-    if path.suffix or len(path.parts) > 1:
-        return path
-    return LIMITS_DIR / f"{name}.yaml"
-
-
 def shield_robot(robot: Robot, backend: str, settings: ShieldSettings) -> ShieldedRobot:
     """``robot`` behind a shield from ``settings``: its limits file (or, for a simulated
     backend without one, the backend's own limits and model), the geometry of rules 5-6,
     the process's e-stop. Inconsistent limits raise a one-line ValueError."""
     twin = getattr(robot, "config", None)
     if settings.limits_file is not None:
-        config = ShieldConfig.load(resolve_limits_file(settings.limits_file))
+        config = ShieldConfig.load(limits_path(settings.limits_file))
     else:
         config = ShieldConfig.from_joint_limits(
             robot.joint_names, robot.limits, model=getattr(twin, "path", None),

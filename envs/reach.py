@@ -13,14 +13,14 @@ set by gymnasium's ``TimeLimit``), never by ``terminated``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
-from envs.tasks import (
+from mbpo_arm.envs.config import ReachConfig
+from mbpo_arm.envs.tasks import (
     ReachLayout,
     TaskFunctions,
     never_terminates,
@@ -29,41 +29,10 @@ from envs.tasks import (
     reach_relabel,
     reach_reward,
 )
-from hardware.robot import Robot
-from sim.kinematics import ArmKinematics
-from sim.twin import TwinConfig, TwinRobot
-
-ARM_JOINTS = ("base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch", "wrist_roll")
-
-
-@dataclass
-class ReachConfig:
-    """The reach task. Joint names must be among the backend's joints."""
-
-    joints: tuple[str, ...] = ARM_JOINTS  # joints the policy moves; others hold their home pose
-    action_scale: float = 0.1  # largest joint-position change per step (rad)
-    action_cost: float = 0.01  # weight of ||a||^2 in the reward
-    success_threshold: float = 0.02  # end-effector distance counted as success (m)
-    init_noise: float = 0.1  # uniform noise on the home pose at reset (rad)
-    target_fraction: float = 0.6  # targets come from joint configs in this fraction of the range
-    min_target_height: float = 0.05  # lowest target above the table (m)
-    home: tuple[float, ...] | None = None  # home pose of `joints`; None: the backend's
-
-    def __post_init__(self) -> None:
-        self.joints = tuple(str(j) for j in self.joints)
-        if self.home is not None:
-            self.home = tuple(float(h) for h in self.home)
-            if len(self.home) != len(self.joints):
-                raise ValueError(f"task.reach.home has {len(self.home)} values for "
-                                 f"{len(self.joints)} joints {self.joints}")
-        for name in ("action_scale", "success_threshold", "target_fraction"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"task.reach.{name} must be > 0, got {getattr(self, name)}")
-        if not 0 < self.target_fraction <= 1:
-            raise ValueError(f"task.reach.target_fraction must be in (0, 1], "
-                             f"got {self.target_fraction}")
-        if self.action_cost < 0 or self.init_noise < 0:
-            raise ValueError("task.reach.action_cost and task.reach.init_noise must be >= 0")
+from mbpo_arm.hardware.robot import Robot
+from mbpo_arm.sim.config import TwinConfig
+from mbpo_arm.sim.kinematics import ArmKinematics
+from mbpo_arm.sim.twin import TwinRobot
 
 
 class ArmReachEnv(gym.Env):
@@ -212,3 +181,8 @@ class ArmReachEnv(gym.Env):
                 return ee
         raise RuntimeError("no reachable target above task.reach.min_target_height in 1000 "
                            "draws; lower it or widen task.reach.target_fraction")
+
+
+if "ArmReach-v0" not in gym.registry:
+    gym.register(id="ArmReach-v0", entry_point="mbpo_arm.envs.reach:ArmReachEnv",
+                 max_episode_steps=100)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 
-from hardware.serial_bus import ChecksumError, Reader, Register, Status, scan_header
+from mbpo_arm.hardware.serial_bus import ChecksumError, Reader, Register, Status, scan_header
 
 HEADER = b"\xff\xff"
 BROADCAST_ID = 0xFE

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from hardware.estop import process_keys
+from mbpo_arm.hardware.estop import process_keys
 
 GATE_KEYS = "\n\r"  # Enter (cbreak mode keeps the terminal's CR -> NL mapping; both count)
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from hardware.robot import RobotState
+from mbpo_arm.hardware.robot import RobotState
 
 if TYPE_CHECKING:
-    from hardware.shield import ShieldedRobot
+    from mbpo_arm.hardware.shield import ShieldedRobot
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from hardware.shield_config import ShieldConfig
+from mbpo_arm.hardware.shield_config import ShieldConfig
 
 JOINT_RULES = ("position", "step", "velocity", "acceleration", "jerk")
 

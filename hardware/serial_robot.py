@@ -14,76 +14,19 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
-from hardware.calibration import Calibration, walk_through
-from hardware.dynamixel import DynamixelCodec
-from hardware.feetech import FeetechCodec
-from hardware.robot import JointLimits, RobotState, check_command
-from hardware.serial_bus import STANDARD_BAUDRATES, BusError, NoReplyError, ServoBus
+from mbpo_arm.hardware.calibration import Calibration, walk_through
+from mbpo_arm.hardware.config import SerialConfig
+from mbpo_arm.hardware.dynamixel import DynamixelCodec
+from mbpo_arm.hardware.feetech import FeetechCodec
+from mbpo_arm.hardware.robot import JointLimits, RobotState, check_command
+from mbpo_arm.hardware.serial_bus import STANDARD_BAUDRATES, BusError, NoReplyError, ServoBus
 
-JOINTS = ("base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch", "wrist_roll", "gripper")
 CODECS = {"feetech": FeetechCodec, "dynamixel": DynamixelCodec}
-
-
-@dataclass
-class SerialConfig:
-    """A serial servo-bus arm (``configs/backend/serial.yaml`` plus a ``robot=`` preset)."""
-
-    port: str = "/dev/ttyACM0"  # the bus adapter's device
-    protocol: str = "feetech"  # feetech (STS3215, SO-100/SO-101) or dynamixel (Protocol 2.0)
-    baudrate: int = 1_000_000  # what the servos are set to
-    ids: tuple[int, ...] = (1, 2, 3, 4, 5, 6)  # servo ids, one per joint, in joint order
-    joint_names: tuple[str, ...] = JOINTS  # joints in command order
-    calibration: str = "calibration/so101.json"  # written by `mbpo-arm calibrate`
-    control_hz: float = 20.0  # control rate; advance() sleeps to each period boundary
-    timeout: float = 0.02  # seconds to wait for each servo's reply
-    retries: int = 2  # extra tries of a transaction with a missing or corrupt reply
-    velocity_limit: float = 4.7  # rad/s per joint (STS3215 no-load speed at 12 V)
-    effort_limit: float = 3.0  # N m per joint (STS3215 stall torque at 12 V)
-    limit_margin: float = 0.02  # rad kept free inside the calibrated range
-    home: tuple[float, ...] | None = None  # rest pose (rad); None: the middle of each range
-    reset_speed: float = 0.6  # rad/s of the slow move in reset()
-    reset_tolerance: float = 0.05  # rad: reset() waits until every joint is this close
-    reset_timeout: float = 5.0  # seconds reset() waits for the arm to settle
-    hold_s: float = 0.5  # seconds disconnect() holds position before releasing torque
-    watchdog: float = 0.1  # Dynamixel Bus Watchdog (s, multiples of 20 ms); 0 turns it off
-    zero_pose: str = "upper arm vertical, forearm and gripper level, pointing forward"
-    model_path: str | None = None  # the arm's MJCF (kinematics, emulator); None: SO-101 twin
-    actuator_names: tuple[str, ...] | None = None  # MJCF actuators; None: <joint>_act
-    ee_site: str = "ee_site"  # end-effector site of the MJCF
-
-    def __post_init__(self) -> None:
-        self.ids = tuple(int(i) for i in self.ids)
-        self.joint_names = tuple(str(j) for j in self.joint_names)
-        if self.actuator_names is not None:
-            self.actuator_names = tuple(str(a) for a in self.actuator_names)
-        if self.home is not None:
-            self.home = tuple(float(h) for h in self.home)
-        if self.protocol not in CODECS:
-            raise ValueError(f"backend.protocol={self.protocol!r} is not supported; choose "
-                             f"one of {sorted(CODECS)}")
-        if len(self.ids) != len(self.joint_names) or len(set(self.ids)) != len(self.ids):
-            raise ValueError(f"backend.ids {list(self.ids)} must be distinct, one per joint "
-                             f"of backend.joint_names {list(self.joint_names)}")
-        if any(not 0 <= i < 0xFD for i in self.ids):
-            raise ValueError(f"backend.ids {list(self.ids)}: servo ids are 0..252")
-        if self.home is not None and len(self.home) != len(self.joint_names):
-            raise ValueError(f"backend.home has {len(self.home)} values for "
-                             f"{len(self.joint_names)} joints")
-        for name in ("baudrate", "control_hz", "timeout", "velocity_limit", "effort_limit",
-                     "reset_speed", "reset_tolerance", "reset_timeout"):
-            if not float(getattr(self, name)) > 0:
-                raise ValueError(f"backend.{name} must be > 0, got {getattr(self, name)}")
-        if self.retries < 0 or self.limit_margin < 0 or self.hold_s < 0 or self.watchdog < 0:
-            raise ValueError("backend.retries, limit_margin, hold_s and watchdog must be >= 0")
-        if self.protocol == "dynamixel" and self.watchdog > 127 * 0.02:
-            raise ValueError(f"backend.watchdog={self.watchdog} s is beyond the Dynamixel "
-                             "Bus Watchdog's 2.54 s; lower it (or 0 to turn it off)")
 
 
 class SerialRobot:

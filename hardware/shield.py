@@ -41,12 +41,13 @@ from typing import Any
 
 import numpy as np
 
-from hardware.estop import EStop
-from hardware.move import MoveResult, move_to
-from hardware.robot import JointLimits, Robot, RobotState
-from hardware.rules import ArmGeometry, CommandHistory, intersect, joint_intervals
-from hardware.shield_config import ShieldConfig, ShieldSettings, WatchdogSettings
-from hardware.watchdog import WatchdogThread
+from mbpo_arm.hardware.config import ShieldSettings, WatchdogSettings
+from mbpo_arm.hardware.estop import EStop
+from mbpo_arm.hardware.move import MoveResult, move_to
+from mbpo_arm.hardware.robot import JointLimits, Robot, RobotState
+from mbpo_arm.hardware.rules import ArmGeometry, CommandHistory, intersect, joint_intervals
+from mbpo_arm.hardware.shield_config import ShieldConfig
+from mbpo_arm.hardware.watchdog import WatchdogThread
 
 __all__ = ["RULES", "ArmGeometry", "EStop", "Shield", "ShieldConfig", "ShieldResult",
            "MoveResult", "ShieldSettings", "ShieldedRobot", "move_to"]

@@ -12,70 +12,14 @@ Units: rad, rad/s, rad/s^2, rad/s^3, m, s.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from hardware.robot import JointLimits
-
-SIGNALS = ("SIGUSR1", "SIGUSR2")
-ON_TIMEOUT = ("hold", "release")
-
-
-@dataclass
-class WatchdogSettings:
-    """Rule 7: stale state or a stopped command stream holds position, then may release."""
-
-    state_timeout_periods: float = 3.0  # state older than this many control periods: hold
-    command_timeout_periods: float = 5.0  # no command for this many periods: hold
-    on_timeout: str = "hold"  # hold, or release: also release torque after release_after_s
-    release_after_s: float = 1.0  # on_timeout=release: seconds of holding before releasing
-    thread: bool | None = None  # also watch from a thread (a stalled loop); null: hardware
-
-    def __post_init__(self) -> None:
-        for name in ("state_timeout_periods", "command_timeout_periods"):
-            if not getattr(self, name) >= 1:
-                raise ValueError(f"shield.watchdog.{name} must be >= 1, got "
-                                 f"{getattr(self, name)}")
-        if self.on_timeout not in ON_TIMEOUT:
-            raise ValueError(f"shield.watchdog.on_timeout={self.on_timeout!r} is not allowed; "
-                             f"choose one of {', '.join(ON_TIMEOUT)}")
-        if self.release_after_s < 0:
-            raise ValueError(f"shield.watchdog.release_after_s must be >= 0, got "
-                             f"{self.release_after_s}")
-
-
-@dataclass
-class EStopSettings:
-    """Rule 8: the latched emergency stop's triggers (a ROS 2 topic is added by that backend)."""
-
-    key: str | None = "e"  # a key in the terminal (read only when stdin is a TTY); r resets
-    signal: str | None = "SIGUSR1"  # `kill -USR1 <pid>` triggers it; null: no signal
-    file: str | None = None  # a path: the stop triggers while this file exists
-
-    def __post_init__(self) -> None:
-        if self.key is not None and (len(str(self.key)) != 1 or str(self.key) in "r\n"):
-            raise ValueError(f"shield.estop.key={self.key!r} must be one character other than "
-                             "r (reset) or null")
-        if self.signal is not None and self.signal not in SIGNALS:
-            raise ValueError(f"shield.estop.signal={self.signal!r} is not allowed; choose one "
-                             f"of {', '.join(SIGNALS)} or null")
-
-
-@dataclass
-class ShieldSettings:
-    """The run's ``shield:`` section (``configs/train.yaml``)."""
-
-    enabled: bool = True  # false only for simulated backends; hardware refuses to start
-    limits_file: str | None = None  # a name under configs/limits/ (so101) or a path; null:
-    #   the twin's own model limits (simulated backends only)
-    collision: bool = True  # rule 6, the collision check against the table and the arm
-    slow_reset: bool | None = None  # move to reset poses through the shield; null: hardware
-    #   backends and runtime=async do, the twin in runtime=sync teleports
-    watchdog: WatchdogSettings = field(default_factory=WatchdogSettings)
-    estop: EStopSettings = field(default_factory=EStopSettings)
+from mbpo_arm.hardware.robot import JointLimits
 
 
 @dataclass
@@ -243,8 +187,7 @@ class ShieldConfig:
                 upper=tuple(float(v) for v in ws.get("upper", (np.inf,) * 3)),
                 min_height=float(ws.get("min_height", 0.0)))
         if raw.get("model") is not None:
-            model = Path(str(raw["model"])).expanduser()
-            raw["model"] = model if model.is_absolute() else (path.parent / model).resolve()
+            raw["model"] = model_path(str(raw["model"]), path.parent)
         return cls(**raw, source=str(path))
 
 
@@ -263,3 +206,14 @@ def _per_joint(value: Any, j: int, name: str, source: str) -> np.ndarray:
     if np.isnan(arr).any():
         raise ValueError(f"{source}: {name} has NaN values")
     return arr
+
+
+def model_path(name: str, relative_to: Path) -> Path:
+    """The MJCF a limits file names: ``package://<package>/<file>`` inside an installed
+    package (ROS's notation; the shipped files name the twin's model so), an absolute path, or
+    a path relative to the limits file."""
+    if name.startswith("package://"):
+        package, _, rest = name.removeprefix("package://").partition("/")
+        return Path(str(files(package) / rest))
+    path = Path(name).expanduser()
+    return path if path.is_absolute() else (relative_to / path).resolve()

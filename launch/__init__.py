@@ -1,1 +1,2 @@
-"""How things start: `mbpo-arm` (`mbpo_launch.cli`, the composition root) and the async runtime."""
+"""How things start: `mbpo-arm` (`mbpo_arm.launch.cli`, the composition root) and the async
+runtime."""

@@ -14,17 +14,26 @@ Behaviour policies for ``mbpo-arm collect policy=...``:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from omegaconf import OmegaConf
 
-from agent.checkpoint import latest_checkpoint, load_checkpoint
-from agent.dataset import Dataset, DatasetError, DatasetMeta, from_arrays, from_replay, spec
+from mbpo_arm.agent.checkpoint import latest_checkpoint, load_checkpoint
+from mbpo_arm.agent.config import SACConfig
+from mbpo_arm.agent.dataset import (
+    Dataset,
+    DatasetError,
+    DatasetMeta,
+    from_arrays,
+    from_replay,
+    spec,
+)
+from mbpo_arm.agent.replay import ReplayBuffer
+from mbpo_arm.agent.runtime.replay_log import read_log
+from mbpo_arm.agent.sac import SAC
 
 Policy = Callable[[np.ndarray], np.ndarray]  # obs [D] -> action [A] in [-1, 1]
 POLICIES = ("random", "medium", "expert", "checkpoint", "mixed")
@@ -69,8 +78,6 @@ def scripted_reach(env: gym.Env, noise: float, rng: np.random.Generator,
 def checkpoint_policy(run_dir: str | Path, env: gym.Env, noise: float,
                       rng: np.random.Generator) -> Policy:
     """The deterministic policy of ``run_dir``'s newest checkpoint plus Gaussian noise."""
-    from agent.sac import SAC, SACConfig
-
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
         raise FileNotFoundError(f"checkpoint={run_dir}: no checkpoint there; train a run first")
@@ -137,9 +144,6 @@ def collect(env: gym.Env, policy: Policy, episodes: int, seed: int, meta: Datase
 def import_run(run_dir: str | Path) -> Dataset:
     """Every transition of a run (its newest checkpoint's replay, or the async runtime's
     ``replay.log`` where that holds more) as a dataset; metadata from its ``config.yaml``."""
-    from agent.replay import ReplayBuffer
-    from agent.runtime.replay_log import read_log
-
     run_dir = Path(run_dir)
     config = run_dir / "config.yaml"
     if not config.exists():
@@ -169,16 +173,3 @@ def import_run(run_dir: str | Path) -> Dataset:
     return from_replay(buffer, meta)
 
 
-def describe(dataset: Dataset) -> dict[str, Any]:
-    """A summary for ``mbpo-arm dataset info``."""
-    meta = dataset.meta
-    ends = dataset.episode_bounds()
-    return {"task": meta.task, "robot": meta.robot, "control_hz": meta.control_hz,
-            "source": meta.source, "transitions": len(dataset), "episodes": len(ends),
-            "obs_dim": meta.obs_dim, "act_dim": meta.act_dim,
-            "mean_reward": float(dataset.data["reward"].mean()) if len(dataset) else None,
-            **{k: v for k, v in meta.extra.items() if not isinstance(v, list | dict)}}
-
-
-def print_json(obj: Any) -> None:
-    print(json.dumps(obj, indent=1, default=str))

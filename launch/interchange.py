@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.dataset import Dataset, DatasetError, DatasetMeta, from_arrays, spec
+from mbpo_arm.agent.dataset import Dataset, DatasetError, DatasetMeta, from_arrays, spec
 
 STATE_TOPIC = "/joint_states"
 COMMAND_TOPIC = "/forward_position_controller/commands"

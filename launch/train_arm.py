@@ -3,7 +3,8 @@
 - ``backend:=ros2``: the actor joins the ROS 2 graph as the node ``mbpo_arm`` (rclpy where
   ROS 2 is sourced, else plain DDS) and drives the arm's ros2_control controllers.
 - ``backend:=mujoco``: the same, against the MuJoCo twin behind the same topics
-  (``python -m sim.ros2_twin_driver`` is started too), to rehearse the ROS 2 path with no arm.
+  (``python -m mbpo_arm.sim.ros2_twin_driver`` is started too), to rehearse the ROS 2 path
+  with no arm.
 - ``backend:=serial``: servos on a serial bus (``robot:=``, ``port:=``); no ROS topics.
 
 The launch file stops everything when training ends. It also runs without ROS, starting the
@@ -22,7 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-# name, default, description: every argument this launch file declares (the README lists them).
+# name, default, description: every argument this launch file declares (the docs' ROS 2
+# guide renders this table).
 ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("backend", "ros2", "ros2: a ros2_control arm; mujoco: the twin behind the same ROS 2 "
                         "topics (starts its driver); serial: servos on a serial bus"),
@@ -98,9 +100,9 @@ def plan(values: dict[str, str]) -> list[Process]:
     if backend == "mujoco":
         driver_args = [o for o in overrides if o.startswith("backend.")]
         processes.append(Process("twin_driver",
-                                 [python(), "-m", "sim.ros2_twin_driver", *driver_args]))
+                                 [python(), "-m", "mbpo_arm.sim.ros2_twin_driver", *driver_args]))
     train_backend = "serial" if backend == "serial" else "ros2"
-    processes.append(Process("mbpo_arm", [python(), "-m", "mbpo_launch.cli", "train",
+    processes.append(Process("mbpo_arm", [python(), "-m", "mbpo_arm.launch.cli", "train",
                                           "--backend", train_backend, *overrides]))
     return processes
 

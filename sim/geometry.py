@@ -15,8 +15,8 @@ from pathlib import Path
 import mujoco
 import numpy as np
 
-from hardware.shield_config import ShieldConfig
-from sim.twin import check_joints, name_ids
+from mbpo_arm.hardware.shield_config import ShieldConfig
+from mbpo_arm.sim.twin import check_joints, name_ids
 
 
 class MujocoGeometry:

@@ -14,7 +14,9 @@ import mujoco
 import numpy as np
 import torch
 
-from sim.twin import JOINTS, TwinConfig, check_joints, load_model, name_ids
+from mbpo_arm.hardware.config import JOINTS
+from mbpo_arm.sim.config import TwinConfig
+from mbpo_arm.sim.twin import check_joints, load_model, name_ids
 
 
 class ArmKinematics:

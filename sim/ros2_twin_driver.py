@@ -6,12 +6,13 @@ Publishes ``sensor_msgs/JointState`` on ``state_topic`` at the control rate (wha
 on ``trajectory_topic`` (the last point of a ``joint_trajectory_controller`` goal), paced at
 wall-clock time. With it, ``backend=ros2`` runs end to end with no arm::
 
-    python -m sim.ros2_twin_driver [--seconds S] [--stats PATH] [key=value ...]
+    python -m mbpo_arm.sim.ros2_twin_driver [--seconds S] [--stats PATH] [key=value ...]
 
-The ``key=value`` overrides are those of ``configs/backend/ros2.yaml`` (the training run's
-``backend.*`` keys, with or without the ``backend.`` prefix), so both sides agree on the
-topics, joint names, domain and rate. SIGINT or SIGTERM stops it; ``--stats`` then holds a
-JSON object of its counts (states published, commands received and rejected).
+The ``key=value`` overrides are those of the ros2 backend's settings
+(:class:`mbpo_arm.hardware.ros2.config.Ros2Config`: the training run's ``backend.*`` keys, with
+or without the ``backend.`` prefix), so both sides agree on the topics, joint names, domain
+and rate. SIGINT or SIGTERM stops it; ``--stats`` then holds a JSON object of its counts
+(states published, commands received and rejected).
 """
 
 from __future__ import annotations
@@ -29,12 +30,11 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
-from hardware.ros2 import messages as msg
-from hardware.ros2.config import Ros2Config
-from hardware.ros2.transport import COMMANDS, SENSOR_DATA, Transport, make_transport
-from sim.twin import TwinConfig, TwinRobot
-
-BACKEND_YAML = Path(__file__).resolve().parents[1] / "configs" / "backend" / "ros2.yaml"
+from mbpo_arm.hardware.ros2 import messages as msg
+from mbpo_arm.hardware.ros2.config import Ros2Config
+from mbpo_arm.hardware.ros2.transport import COMMANDS, SENSOR_DATA, Transport, make_transport
+from mbpo_arm.sim.config import TwinConfig
+from mbpo_arm.sim.twin import TwinRobot
 
 
 class TwinDriver:
@@ -115,7 +115,7 @@ class TwinDriver:
 
 
 def load_config(overrides: list[str]) -> Ros2Config:
-    """``configs/backend/ros2.yaml`` with ``key=value`` (or ``backend.key=value``) overrides.
+    """The ros2 backend's defaults with ``key=value`` (or ``backend.key=value``) overrides.
 
     Raises:
         ValueError: a bad key or value (one line).
@@ -125,14 +125,13 @@ def load_config(overrides: list[str]) -> Ros2Config:
     if bad:
         raise ValueError(f"{bad[0]!r} is not an override; write key=value")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Ros2Config), OmegaConf.load(BACKEND_YAML),
-                                 OmegaConf.from_dotlist(dots))
+        merged = OmegaConf.merge(OmegaConf.structured(Ros2Config), OmegaConf.from_dotlist(dots))
         return OmegaConf.to_object(merged)
     except Exception as err:  # OmegaConf's and __post_init__'s errors, as one line
         first = str(err).splitlines()[0]
         if first.startswith("Key '") and "not in" in first:
             keys = ", ".join(f.name for f in fields(Ros2Config))
-            first = f"{first}; keys of configs/backend/ros2.yaml: {keys}"
+            first = f"{first}; keys of the ros2 backend: {keys}"
         raise ValueError(first) from None
 
 
@@ -144,7 +143,7 @@ def write_stats(path: Path, stats: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sim.ros2_twin_driver",
+    parser = argparse.ArgumentParser(prog="python -m mbpo_arm.sim.ros2_twin_driver",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=None, help="stop after this long")
     parser.add_argument("--stats", type=Path, help="write the counts here as JSON on exit")

@@ -14,7 +14,7 @@ twin's joint range): :attr:`ServoEmulator.unsafe` lists those beyond it. Faults
 (:class:`Faults`) drop replies, corrupt their checksum, silence servos, or add latency; a host
 at another baud rate than the emulator's gets no answer, as on a real bus.
 
-    python -m sim.servo_emulator --protocol feetech   # prints the port; Ctrl-C stops
+    python -m mbpo_arm.sim.servo_emulator --protocol feetech   # prints the port; Ctrl-C stops
 """
 
 from __future__ import annotations
@@ -35,13 +35,14 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
-from hardware.calibration import Calibration, JointCalibration
-from hardware.dynamixel import ALERT, STATUS, DynamixelCodec, read_packet
-from hardware.dynamixel import packet as dxl_packet
-from hardware.feetech import FeetechCodec
-from hardware.feetech import checksum as sts_checksum
-from hardware.serial_bus import PING, READ, SYNC_READ, SYNC_WRITE, WRITE, ChecksumError
-from sim.twin import TwinConfig, TwinRobot, check_joints, name_ids
+from mbpo_arm.hardware.calibration import Calibration, JointCalibration
+from mbpo_arm.hardware.dynamixel import ALERT, STATUS, DynamixelCodec, read_packet
+from mbpo_arm.hardware.dynamixel import packet as dxl_packet
+from mbpo_arm.hardware.feetech import FeetechCodec
+from mbpo_arm.hardware.feetech import checksum as sts_checksum
+from mbpo_arm.hardware.serial_bus import PING, READ, SYNC_READ, SYNC_WRITE, WRITE, ChecksumError
+from mbpo_arm.sim.config import TwinConfig
+from mbpo_arm.sim.twin import TwinRobot, check_joints, name_ids
 
 CODECS = {"feetech": FeetechCodec, "dynamixel": DynamixelCodec}
 MODEL_NUMBER = {"feetech": 777, "dynamixel": 1060}  # STS3215, XL430-W250

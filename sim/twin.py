@@ -13,67 +13,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import mujoco
 import numpy as np
 
-from hardware.robot import JointLimits, RobotState, check_command
+from mbpo_arm.hardware.robot import JointLimits, RobotState, check_command
+from mbpo_arm.sim.config import TwinConfig
 
-ASSET = Path(__file__).resolve().parent / "assets" / "so101_arm.xml"
-JOINTS = ("base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch", "wrist_roll", "gripper")
-# STS3215 no-load speed at 12 V (0.222 s per 60 degrees); used where the model gives none.
 DEFAULT_VELOCITY_LIMIT = 4.7
 # Custom numeric ``velocity_limit:<joint>`` in the MJCF overrides the default per joint.
 VELOCITY_NUMERIC = "velocity_limit:"
-
-
-@dataclass
-class TwinConfig:
-    """The MuJoCo twin backend (``configs/backend/mujoco.yaml``)."""
-
-    model_path: str | None = None  # MJCF of the arm; None: the shipped SO-101-class arm
-    joint_names: tuple[str, ...] = JOINTS  # joints the twin drives, in command order
-    actuator_names: tuple[str, ...] = tuple(f"{j}_act" for j in JOINTS)  # one per joint
-    ee_site: str = "ee_site"  # site at the end effector (between the gripper jaws)
-    control_hz: float = 20.0  # control rate; physics substeps are integrated in between
-    timestep: float | None = None  # physics step (s); None: the model's own (2 ms)
-    realtime: bool = False  # pace advance() to the wall clock, as hardware would be
-
-    def __post_init__(self) -> None:
-        # Hydra/OmegaConf hands over ListConfig: store plain tuples of str.
-        self.joint_names = _str_tuple(self.joint_names, "joint_names")
-        self.actuator_names = _str_tuple(self.actuator_names, "actuator_names")
-        self.ee_site = str(self.ee_site)
-        if self.model_path is not None:
-            self.model_path = str(self.model_path)
-        self.control_hz = float(self.control_hz)
-        if not self.control_hz > 0:
-            raise ValueError(f"backend.control_hz must be > 0, got {self.control_hz}")
-        if self.timestep is not None:
-            self.timestep = float(self.timestep)
-            if not self.timestep > 0:
-                raise ValueError(f"backend.timestep must be > 0 or null, got {self.timestep}")
-            if self.timestep > 1.0 / self.control_hz:
-                raise ValueError(f"backend.timestep={self.timestep} is longer than the control "
-                                 f"period 1/{self.control_hz} s; lower it or control_hz")
-        if not self.joint_names:
-            raise ValueError("backend.joint_names is empty; name the joints the twin drives")
-        if len(self.joint_names) != len(self.actuator_names):
-            raise ValueError(f"backend.joint_names has {len(self.joint_names)} entries but "
-                             f"backend.actuator_names has {len(self.actuator_names)}; give one "
-                             "actuator per joint, in the same order")
-        for field_name in ("joint_names", "actuator_names"):
-            names = getattr(self, field_name)
-            if len(set(names)) != len(names):
-                raise ValueError(f"backend.{field_name} has duplicates: {list(names)}")
-
-    @property
-    def path(self) -> Path:
-        """The MJCF file this config loads."""
-        return Path(self.model_path).expanduser() if self.model_path else ASSET
 
 
 def twin_config_of(config: Any) -> TwinConfig:
@@ -84,12 +34,6 @@ def twin_config_of(config: Any) -> TwinConfig:
         f"{j}_act" for j in config.joint_names)
     return TwinConfig(model_path=config.model_path, joint_names=config.joint_names,
                       actuator_names=actuators, ee_site=config.ee_site)
-
-
-def _str_tuple(value: Sequence[str] | str, name: str) -> tuple[str, ...]:
-    if isinstance(value, str):
-        raise ValueError(f"backend.{name} must be a list of names, got the string {value!r}")
-    return tuple(str(v) for v in value)
 
 
 def _names(model: mujoco.MjModel, obj: mujoco.mjtObj, count: int) -> list[str]:

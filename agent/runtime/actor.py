@@ -33,14 +33,14 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from agent.logger import shield_line
-from agent.runtime import control as ctl
-from agent.runtime.config import RuntimeConfig
-from agent.runtime.console import Console
-from agent.runtime.priority import current_cpu, pin, raise_priority, raise_thread
-from agent.runtime.replay_log import ReplayLog
-from agent.runtime.weights import WeightsReader, unflatten
-from agent.sac import SAC
+from mbpo_arm.agent.logger import shield_line
+from mbpo_arm.agent.runtime import control as ctl
+from mbpo_arm.agent.runtime.config import RuntimeConfig
+from mbpo_arm.agent.runtime.console import Console
+from mbpo_arm.agent.runtime.priority import current_cpu, pin, raise_priority, raise_thread
+from mbpo_arm.agent.runtime.replay_log import ReplayLog
+from mbpo_arm.agent.runtime.weights import WeightsReader, unflatten
+from mbpo_arm.agent.sac import SAC
 
 
 class Schedule:

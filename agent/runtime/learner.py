@@ -28,13 +28,13 @@ from typing import Any
 
 import torch
 
-from agent.run import Run, restore
-from agent.runtime import control as ctl
-from agent.runtime.config import RuntimeConfig
-from agent.runtime.priority import pin
-from agent.runtime.replay_log import LogRecords, read_log, record_dtype, unpack_records
-from agent.runtime.weights import WeightsPublisher, attach_block, flatten
-from agent.train import (
+from mbpo_arm.agent.run import Run, restore
+from mbpo_arm.agent.runtime import control as ctl
+from mbpo_arm.agent.runtime.config import RuntimeConfig
+from mbpo_arm.agent.runtime.priority import pin
+from mbpo_arm.agent.runtime.replay_log import LogRecords, read_log, record_dtype, unpack_records
+from mbpo_arm.agent.runtime.weights import WeightsPublisher, attach_block, flatten
+from mbpo_arm.agent.train import (
     checkpoint,
     evaluate,
     model_due,

@@ -19,7 +19,7 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from agent.runtime.config import PRIORITIES
+from mbpo_arm.agent.runtime.config import PRIORITIES
 
 FIFO_PRIORITY = 50  # ros2_control's default for its real-time loop
 NICE = -10

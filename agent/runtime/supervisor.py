@@ -21,13 +21,13 @@ from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
-from agent.io import atomic_save_npz, atomic_write_text
-from agent.runtime import control as ctl
-from agent.runtime.actor import Actor, run_actor
-from agent.runtime.config import RuntimeConfig
-from agent.runtime.learner import learner_main
-from agent.runtime.priority import other_cpus
-from agent.runtime.replay_log import read_log
+from mbpo_arm.agent.io import atomic_save_npz, atomic_write_text
+from mbpo_arm.agent.runtime import control as ctl
+from mbpo_arm.agent.runtime.actor import Actor, run_actor
+from mbpo_arm.agent.runtime.config import RuntimeConfig
+from mbpo_arm.agent.runtime.learner import learner_main
+from mbpo_arm.agent.runtime.priority import other_cpus
+from mbpo_arm.agent.runtime.replay_log import read_log
 
 PID_FILE = "learner.pid"
 STATS_FILE = "runtime_stats.json"

@@ -1,4 +1,6 @@
-"""The ROS 2 backend's settings (``configs/backend/ros2.yaml``), checked at start-up."""
+"""The ROS 2 backend's settings, checked at start-up: the only source of their defaults.
+
+Light on purpose (no rclpy, no DDS, no numpy): the config layer imports it."""
 
 from __future__ import annotations
 
@@ -6,13 +8,11 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
+from mbpo_arm.hardware.config import JOINTS
 
-from hardware.robot import JointLimits
-from hardware.ros2.transport import TRANSPORTS, check_topic
+TRANSPORTS = ("auto", "rclpy", "cyclonedds")
+# Samples taken from one reader per poll; more than a control period's worth is never queued.
 
-# The SO-101-class arm of the twin; a ros2_control arm names its own joints.
-JOINTS = ("base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch", "wrist_roll", "gripper")
 COMMAND_TYPES = ("position", "trajectory")
 # ROS 2 domain ids that map to valid DDS ports on every platform (ROS 2 docs, "The ROS_DOMAIN_ID").
 MAX_DOMAIN_ID = 232
@@ -88,12 +88,11 @@ class Ros2Config:
                 raise ValueError(f"backend.{name} must be > 0, got {getattr(self, name)}")
         if self.state_qos_depth < 1:
             raise ValueError(f"backend.state_qos_depth must be >= 1, got {self.state_qos_depth}")
-        self.limits()  # lower < upper per joint, or a one-line error
-
-    def limits(self) -> JointLimits:
-        """The configured :class:`JointLimits` ``[J]``."""
-        return JointLimits(lower=np.array(self.lower), upper=np.array(self.upper),
-                           velocity=np.array(self.velocity), effort=np.array(self.effort))
+        bad = [j for j, (lo, hi) in enumerate(zip(self.lower, self.upper, strict=True))
+               if not lo < hi]
+        if bad:
+            raise ValueError(f"backend.lower >= backend.upper for joint index {bad}; each "
+                             "joint needs lower < upper")
 
     @property
     def topics(self) -> dict[str, str]:
@@ -114,3 +113,15 @@ def _names(value: Sequence[str] | str, key: str) -> tuple[str, ...]:
     if len(set(names)) != len(names):
         raise ValueError(f"backend.{key} has duplicates: {list(names)}")
     return names
+
+
+def check_topic(topic: str, what: str) -> str:
+    """``topic`` if it is an absolute ROS 2 name, else ValueError naming ``what``."""
+    parts = topic.split("/")
+    if not topic.startswith("/") or topic.endswith("/") or not all(
+            p and (p[0].isalpha() or p[0] == "_") and all(c.isalnum() or c == "_" for c in p)
+            for p in parts[1:]):
+        raise ValueError(f"{what}={topic!r} is not an absolute ROS 2 topic name; write it like "
+                         "/joint_states (letters, digits and _ between slashes)")
+    return topic
+

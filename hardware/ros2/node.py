@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from hardware.robot import RobotState, check_command
-from hardware.ros2.config import Ros2Config
-from hardware.ros2.transport import COMMANDS, EVENTS, QosProfile, Transport, make_transport
+from mbpo_arm.hardware.robot import JointLimits, RobotState, check_command
+from mbpo_arm.hardware.ros2.config import Ros2Config
+from mbpo_arm.hardware.ros2.transport import COMMANDS, EVENTS, QosProfile, Transport, make_transport
 
 log = logging.getLogger(__name__)
 JITTER_WINDOW = 1000  # ticks kept for the jitter percentiles of the status
@@ -61,7 +61,9 @@ class Ros2Robot:
                  transport: Transport | None = None) -> None:
         self.config = config if config is not None else Ros2Config()
         self.joint_names = self.config.joint_names
-        self.limits = self.config.limits()
+        c = self.config
+        self.limits = JointLimits(lower=np.array(c.lower), upper=np.array(c.upper),
+                                  velocity=np.array(c.velocity), effort=np.array(c.effort))
         self.control_period = 1.0 / self.config.control_hz
         self.on_estop: Callable[[str], None] | None = None
         self.on_estop_reset: Callable[[str], None] | None = None
@@ -103,7 +105,7 @@ class Ros2Robot:
         """
         if self._publish_command is not None:
             return
-        from hardware.ros2 import messages as msg
+        from mbpo_arm.hardware.ros2 import messages as msg
 
         cfg = self.config
         self._state = None  # a reconnect waits for a fresh state too
@@ -130,7 +132,7 @@ class Ros2Robot:
             seen = self.counts["joint_states_rejected"]
             why = (f"; {seen} rejected, last because {self.last_rejection}" if seen else
                    "; is the arm's driver running (ros2 topic echo "
-                   f"{cfg.state_topic}; for the twin: python -m sim.ros2_twin_driver)?")
+                   f"{cfg.state_topic}; for the twin: python -m mbpo_arm.sim.ros2_twin_driver)?")
             self.disconnect()
             raise TimeoutError(f"no sensor_msgs/JointState on {cfg.state_topic} (domain "
                                f"{cfg.domain_id}, via {t.name}) within "
@@ -243,7 +245,7 @@ class Ros2Robot:
 
     def publish_status(self) -> None:
         """Publish :meth:`stats` as JSON on ``status_topic`` now."""
-        from hardware.ros2.messages import String
+        from mbpo_arm.hardware.ros2.messages import String
 
         self._next_status = time.monotonic() + self.config.status_every_s
         if self._publish_status is not None:
@@ -255,7 +257,7 @@ class Ros2Robot:
             self._transport.poll()
 
     def _publish(self, sent: np.ndarray) -> None:
-        from hardware.ros2 import messages as msg
+        from mbpo_arm.hardware.ros2 import messages as msg
 
         if self._publish_command is None:
             raise RuntimeError("Ros2Robot.send_command before connect(); call connect() first")

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Protocol
 
-TRANSPORTS = ("auto", "rclpy", "cyclonedds")
-# Samples taken from one reader per poll; more than a control period's worth is never queued.
+from mbpo_arm.hardware.ros2.config import TRANSPORTS
+
 TAKE_MAX = 64
 
 
@@ -65,17 +65,6 @@ class Transport(Protocol):
 
     def close(self) -> None:
         """Leave the domain. Idempotent."""
-
-
-def check_topic(topic: str, what: str) -> str:
-    """``topic`` if it is an absolute ROS 2 name, else ValueError naming ``what``."""
-    parts = topic.split("/")
-    if not topic.startswith("/") or topic.endswith("/") or not all(
-            p and (p[0].isalpha() or p[0] == "_") and all(c.isalnum() or c == "_" for c in p)
-            for p in parts[1:]):
-        raise ValueError(f"{what}={topic!r} is not an absolute ROS 2 topic name; write it like "
-                         "/joint_states (letters, digits and _ between slashes)")
-    return topic
 
 
 def rclpy_available() -> bool:
@@ -223,7 +212,7 @@ class RclpyTransport:
 
     @staticmethod
     def _ros_class(msg_type: type) -> type:
-        from hardware.ros2.messages import ros_type_name
+        from mbpo_arm.hardware.ros2.messages import ros_type_name
 
         package, _, name = ros_type_name(msg_type).split("/")
         return getattr(importlib.import_module(f"{package}.msg"), name)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from agent.dataset import (
+from mbpo_arm.agent.dataset import (
     DatasetError,
     DatasetMeta,
     from_arrays,
@@ -16,7 +16,8 @@ from agent.dataset import (
     save_dataset,
     spec,
 )
-from agent.math import annealed_penalty, mopo_penalty, mopo_reward
+from mbpo_arm.agent.math import annealed_penalty, mopo_penalty, mopo_reward
+from mbpo_arm.agent.replay import ReplayBuffer
 
 
 def make_dataset(n_episodes: int = 3, length: int = 10, obs_dim: int = 4, act_dim: int = 2):
@@ -43,7 +44,7 @@ def test_round_trip_keeps_every_array_and_the_metadata(tmp_path: Path) -> None:
     assert back.meta.episodes == 3 and back.meta.transitions == 30
     assert back.meta.control_hz == 20.0 and back.meta.source == "test"
     assert back.episode_bounds() == [(0, 10), (10, 20), (20, 30)]
-    replay = back.to_replay()
+    replay = ReplayBuffer.from_dataset(back)
     assert len(replay) == 30 and replay.obs_dim == 4
 
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from agent.ensemble import EnsembleConfig, ProbabilisticEnsemble, predict
-from agent.ensemble_train import holdout_split, multistep_error, train_ensemble
-from agent.math import gaussian_nll, soft_clamp
+from mbpo_arm.agent.config import EnsembleConfig
+from mbpo_arm.agent.ensemble import ProbabilisticEnsemble, predict
+from mbpo_arm.agent.ensemble_train import holdout_split, multistep_error, train_ensemble
+from mbpo_arm.agent.math import gaussian_nll, soft_clamp
 
 torch.set_num_threads(1)
 
@@ -128,6 +129,7 @@ def test_predict_samples_one_elite_per_sample() -> None:
     assert 0.4 < share < 0.6
 
 
+@pytest.mark.slow
 def test_learns_known_system(trained) -> None:
     model, cfg, report, _ = trained
     assert report.elite_holdout_mse < 0.25 * report.initial_holdout_mse
@@ -137,6 +139,7 @@ def test_learns_known_system(trained) -> None:
     json.dumps(report.to_dict())
 
 
+@pytest.mark.slow
 def test_members_differ(trained) -> None:
     model, _, _, _ = trained
     x = torch.rand(5, 64, 4) * 2 - 1
@@ -145,6 +148,7 @@ def test_members_differ(trained) -> None:
     assert spread > 1e-3
 
 
+@pytest.mark.slow
 def test_elites_are_the_best_members_on_holdout(trained) -> None:
     model, cfg, report, (s, a, sn) = trained
     _, hold = holdout_split(len(s), cfg, np.random.default_rng(1))  # same rng as training
@@ -157,6 +161,7 @@ def test_elites_are_the_best_members_on_holdout(trained) -> None:
     assert report.elites == torch.argsort(mse)[:cfg.elites].tolist()
 
 
+@pytest.mark.slow
 def test_learned_std_follows_noise(trained) -> None:
     model, _, report, _ = trained
     g = torch.Generator().manual_seed(3)
@@ -167,6 +172,7 @@ def test_learned_std_follows_noise(trained) -> None:
     assert noisy > 2.5 * quiet
 
 
+@pytest.mark.slow
 def test_multistep_error_grows_and_is_finite(trained) -> None:
     model, _, report, _ = trained
     rng = np.random.default_rng(4)

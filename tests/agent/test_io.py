@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from agent.io import (
+from mbpo_arm.agent.checkpoint import atomic_torch_save
+from mbpo_arm.agent.io import (
     atomic_save_npz,
-    atomic_torch_save,
     atomic_write_bytes,
     atomic_write_text,
     load_npz,
@@ -77,7 +77,7 @@ def test_remove_stale_temporaries_only_removes_writer_leftovers(tmp_path: Path) 
 WRITER = textwrap.dedent("""
     import sys
     import numpy as np
-    from agent.io import atomic_save_npz
+    from mbpo_arm.agent.io import atomic_save_npz
     i = 0
     while True:
         i += 1

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import torch
 
-from agent.checkpoint import latest_checkpoint
-from agent.logger import read_metrics
-from agent.run import restore
-from agent.train import ensure_model_buffer, recent_episodes, sample_batch, train
-from mbpo_launch.cli import build_run, load_run_config
+from mbpo_arm.agent.checkpoint import latest_checkpoint
+from mbpo_arm.agent.logger import read_metrics
+from mbpo_arm.agent.run import restore
+from mbpo_arm.agent.train import ensure_model_buffer, recent_episodes, sample_batch, train
+from mbpo_arm.configs.loader import load_run_config
+from mbpo_arm.launch.build import build_run
 
 
 class PointMass(gym.Env):
@@ -55,6 +56,7 @@ def make_run(tmp_path: Path, steps: int, *extra: str):
     return build_run(rc, tmp_path)
 
 
+@pytest.mark.slow
 def test_mbpo_learns_the_tiny_task(tmp_path: Path) -> None:
     run = make_run(tmp_path, 1500)
     train(run)
@@ -74,6 +76,7 @@ def test_mbpo_learns_the_tiny_task(tmp_path: Path) -> None:
     assert run.model.ensemble.learn_reward  # PointMass has no known reward function
 
 
+@pytest.mark.slow
 def test_checkpoint_holds_model_and_both_buffers(tmp_path: Path) -> None:
     run = make_run(tmp_path, 600)
     train(run)
@@ -88,6 +91,7 @@ def test_checkpoint_holds_model_and_both_buffers(tmp_path: Path) -> None:
         assert torch.equal(a, b)
 
 
+@pytest.mark.slow
 def test_same_seed_same_run(tmp_path: Path) -> None:
     finals = []
     for i in range(2):
@@ -168,7 +172,7 @@ def test_rollouts_start_from_relabelled_states_when_the_task_has_goals(tmp_path:
     """``agent.mbpo.goal_relabel`` hands the sampled start states and the fraction to the
     task's relabel function (``envs.tasks.reach_relabel`` for reach), and the model rollouts
     start from what it returns."""
-    from agent.train import rollout_model
+    from mbpo_arm.agent.train import rollout_model
 
     run = make_run(tmp_path, 300, "agent.mbpo.goal_relabel=0.3", "agent.mbpo.rollout_batch=50",
                    "agent.mbpo.horizon_schedule=[1,1,1,1]")
@@ -192,7 +196,7 @@ def test_rollouts_come_every_rollout_every_steps_and_after_each_model_training(
     """Sync: at multiples of ``rollout_every`` and at each model training, once per step;
     the async learner, which takes in several steps at once, also when a period has passed
     since the last rollout."""
-    from agent.train import rollout_due
+    from mbpo_arm.agent.train import rollout_due
 
     run = make_run(tmp_path, 300, "agent.mbpo.rollout_every=40")  # model every 150 from 300
     assert not rollout_due(run)  # no trained model yet
@@ -213,8 +217,8 @@ def async_learner(tmp_path: Path, *extra: str):
     """An async :class:`~agent.runtime.learner.Learner` over a tiny MBPO run with 400 real
     transitions and a trained model (elites set), no queue or weights block; also the RNG
     that made the data."""
-    from agent.runtime.config import RuntimeConfig
-    from agent.runtime.learner import Learner
+    from mbpo_arm.agent.runtime.config import RuntimeConfig
+    from mbpo_arm.agent.runtime.learner import Learner
 
     run = make_run(tmp_path, 300, *extra, "agent.mbpo.rollout_batch=50")
     n = 400
@@ -250,7 +254,7 @@ def test_a_slow_async_learner_keeps_the_sync_ratio_of_model_trainings_to_updates
     learner that trained whenever one was due did nothing else (no SAC update for minutes).
     It trains again only after the ``utd x model_train_every`` updates of the sync loop, and
     meanwhile goes on ingesting (the model does not block the replay)."""
-    from agent.runtime.replay_log import LogRecords
+    from mbpo_arm.agent.runtime.replay_log import LogRecords
 
     run, learner, rng = async_learner(tmp_path, "agent.mbpo.model_train_every=20",
                                       "agent.sac.utd=2")

@@ -9,19 +9,19 @@ import numpy as np
 import pytest
 import torch
 
-from agent.dataset import DatasetError, DatasetMeta, from_arrays, spec
-from agent.logger import read_metrics
-from agent.mopo import PRETRAIN_INFO, pretrain
-from agent.run import evaluate_policy
-from agent.train import train
-from mbpo_launch.cli import build_run, load_run_config
-from mbpo_launch.offline import finetune_config
+from mbpo_arm.agent.dataset import DatasetError, DatasetMeta, from_arrays, spec
+from mbpo_arm.agent.logger import read_metrics
+from mbpo_arm.agent.mopo import PRETRAIN_INFO, pretrain
+from mbpo_arm.agent.run import evaluate_policy
+from mbpo_arm.agent.train import train
+from mbpo_arm.configs.loader import load_run_config
+from mbpo_arm.launch.build import build_run, finetune_config
 from tests.agent.test_mbpo import TINY  # registers PointMass-v0
 
-MOPO = [*TINY, "+agent.mopo.penalty_coef=1.0", "+agent.mopo.horizon=3",
-        "+agent.mopo.rollout_batch=1000", "+agent.mopo.rollout_every=100",
-        "+agent.mopo.retain_rollouts=3", "+agent.mopo.gradient_steps=1500",
-        "+agent.mopo.eval_every=500", "+agent.mopo.model_max_epochs=40",
+MOPO = [*TINY, "agent.mopo.penalty_coef=1.0", "agent.mopo.horizon=3",
+        "agent.mopo.rollout_batch=1000", "agent.mopo.rollout_every=100",
+        "agent.mopo.retain_rollouts=3", "agent.mopo.gradient_steps=1500",
+        "agent.mopo.eval_every=500", "agent.mopo.model_max_epochs=40",
         "trainer.eval_episodes=10"]
 
 
@@ -42,6 +42,7 @@ def point_mass_dataset(episodes: int = 40, noise: float = 0.8, seed: int = 0):
     return from_arrays(meta, **{k: np.asarray(v) for k, v in rows.items()})
 
 
+@pytest.mark.slow
 def test_mopo_learns_from_data_alone_then_fine_tunes(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     rc, _ = load_run_config([*MOPO, "trainer.total_steps=300"])

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from agent.io import atomic_save_npz, load_npz
-from agent.replay import ReplayBuffer
-from agent.types import FIELDS, TransitionBatch
+from mbpo_arm.agent.dataset import FIELDS
+from mbpo_arm.agent.io import atomic_save_npz, load_npz
+from mbpo_arm.agent.replay import ReplayBuffer
+from mbpo_arm.agent.types import TransitionBatch
 
 OBS, ACT = 3, 2
 

@@ -9,9 +9,10 @@ import pytest
 import torch
 from torch import nn
 
-from agent.ensemble import EnsembleConfig, ProbabilisticEnsemble, predict
-from agent.math import ensemble_disagreement, mopo_penalty
-from agent.rollout import KEYS, branched_rollout
+from mbpo_arm.agent.config import EnsembleConfig
+from mbpo_arm.agent.ensemble import ProbabilisticEnsemble, predict
+from mbpo_arm.agent.math import ensemble_disagreement, mopo_penalty
+from mbpo_arm.agent.rollout import KEYS, branched_rollout
 
 torch.set_num_threads(1)
 

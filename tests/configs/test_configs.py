@@ -4,12 +4,14 @@ one-line error naming the key."""
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import fields
 
 import pytest
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
-from configs.schema import CONFIG_DIR, ConfigError, options
-from mbpo_launch.cli import build_policy, load_run_config
+from mbpo_arm.configs.loader import load_run_config
+from mbpo_arm.configs.schema import BACKEND_SCHEMAS, CONFIG_DIR, ConfigError, RunConfig, options
+from mbpo_arm.launch.build import build_policy
 from tests.hardware.emulated import emulated_arm
 from tests.hardware.ros2_helpers import fresh_domain, twin_driver_thread
 
@@ -25,13 +27,13 @@ def test_every_yaml_composes_and_builds(group: str, option: str, tmp_path) -> No
             # A serial arm is built against the servo emulator on a pseudo-terminal.
             preset = OmegaConf.load(CONFIG_DIR / "robot" / f"{option}.yaml") \
                 if group == "robot" else {}
-            protocol = preset.backend.protocol if group == "robot" else "feetech"
+            protocol = preset.backend.get("protocol", "feetech") if group == "robot" \
+                else "feetech"
             _, serial = stack.enter_context(emulated_arm(tmp_path, protocol))
             overrides += ["backend=serial", *serial]
-        hardware = group == "robot" or (group, option) in (("backend", "serial"),
-                                                            ("backend", "ros2"))
-        if hardware and "shield" not in (preset if group == "robot" else {}):
-            overrides.append("shield.limits_file=so101")  # so101's preset names its own
+        if group == "robot" and "shield" in preset:  # no limits ship for this arm
+            assert preset.shield.limits_file is None
+            overrides.append("shield.limits_file=so101")
         rc, _ = load_run_config(overrides)
         assert getattr(rc, "backend" if group == "robot" else group) is not None
         if (group, option) == ("backend", "ros2"):  # an arm on its topics: the twin driver
@@ -43,6 +45,42 @@ def test_every_yaml_composes_and_builds(group: str, option: str, tmp_path) -> No
         action = sac.act(obs)
         assert action.shape == env.action_space.shape
         env.step(action)
+
+
+@pytest.mark.parametrize("backend", sorted(BACKEND_SCHEMAS))
+def test_the_composed_defaults_are_the_dataclass_defaults(backend: str) -> None:
+    """Every default lives in the dataclasses: composing with no overrides (but the backend)
+    gives exactly the schemas' defaults, field by field, for every group."""
+    rc, _ = load_run_config([f"backend={backend}"])
+    expected = RunConfig(backend_name=backend, backend=BACKEND_SCHEMAS[backend]())
+    for part in fields(RunConfig):
+        assert getattr(rc, part.name) == getattr(expected, part.name), part.name
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in (*GROUPS, "robot") for o in options(g)
+                                          if (CONFIG_DIR / g / f"{o}.yaml").exists()])
+def test_a_preset_changes_what_it_names(group: str, option: str) -> None:
+    """A YAML preset holds only values that differ from what it extends: each key it sets
+    changes the composed config (no restated defaults to drift)."""
+    node = OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml")
+    base = [o for o in (node.get("defaults") or []) if isinstance(o, str) and o != "_self_"]
+    extra = ["backend=serial"] if group == "robot" else []
+    parent = [f"{group}={base[0]}"] if base else extra
+    mine = load_run_config([*extra, f"{group}={option}"])[1]
+    theirs = load_run_config(parent)[1]
+    scope = mine if group == "robot" else mine[group]
+    against = theirs if group == "robot" else theirs[group]
+    for key in leaves(OmegaConf.masked_copy(node, [k for k in node if k != "defaults"])):
+        assert OmegaConf.select(scope, key) != OmegaConf.select(against, key), \
+            f"configs/{group}/{option}.yaml restates {key}"
+
+
+def leaves(node: DictConfig, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in node.items():
+        path = f"{prefix}{key}"
+        out += leaves(value, path + ".") if isinstance(value, DictConfig) else [path]
+    return out
 
 
 def test_defaults_are_reach_on_the_twin_with_sac() -> None:

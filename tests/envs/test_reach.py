@@ -9,10 +9,10 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-import envs  # noqa: F401  (registers ArmReach-v0)
-from envs.factory import TaskConfig, env_task_functions, make_env
-from envs.reach import ReachConfig
-from envs.tasks import ReachLayout, reach_distance
+import mbpo_arm.envs.reach  # noqa: F401  (registers ArmReach-v0)
+from mbpo_arm.envs.config import ReachConfig, TaskConfig
+from mbpo_arm.envs.factory import env_task_functions, make_env
+from mbpo_arm.envs.tasks import ReachLayout, reach_distance
 
 
 @pytest.fixture

@@ -6,11 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from hardware.estop import EStop
-from hardware.shield import Shield, ShieldedRobot
-from hardware.shield_config import ShieldConfig, WatchdogSettings
-from sim.geometry import MujocoGeometry
-from sim.twin import TwinConfig, TwinRobot
+from mbpo_arm.hardware.config import WatchdogSettings
+from mbpo_arm.hardware.estop import EStop
+from mbpo_arm.hardware.shield import Shield, ShieldedRobot
+from mbpo_arm.hardware.shield_config import ShieldConfig
+from mbpo_arm.sim.config import TwinConfig
+from mbpo_arm.sim.geometry import MujocoGeometry
+from mbpo_arm.sim.twin import TwinRobot
 
 LIMITS = Path(__file__).resolve().parents[2] / "configs" / "limits" / "so101.yaml"
 

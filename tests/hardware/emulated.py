@@ -7,8 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hardware.serial_robot import SerialConfig, SerialRobot
-from sim.servo_emulator import ServoEmulator
+from mbpo_arm.hardware.config import SerialConfig
+from mbpo_arm.hardware.serial_robot import SerialRobot
+from mbpo_arm.sim.servo_emulator import ServoEmulator
 
 
 @contextmanager

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from hardware.ros2 import Ros2Config
+from mbpo_arm.hardware.ros2.config import Ros2Config
 
 _domains = itertools.count()
 
@@ -22,8 +22,8 @@ def fresh_domain() -> int:
 @contextmanager
 def twin_driver_thread(config: Ros2Config) -> Iterator[object]:
     """The twin behind ``config``'s topics, ticking in a thread (its own DDS participant)."""
-    from hardware.ros2.transport import CycloneTransport
-    from sim.ros2_twin_driver import TwinDriver
+    from mbpo_arm.hardware.ros2.transport import CycloneTransport
+    from mbpo_arm.sim.ros2_twin_driver import TwinDriver
 
     transport = CycloneTransport(config.domain_id)
     driver = TwinDriver(config, transport)

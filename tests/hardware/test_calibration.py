@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hardware.calibration import Calibration, JointCalibration, walk_through
+from mbpo_arm.hardware.calibration import Calibration, JointCalibration, walk_through
 
 NAMES = ("a", "b")
 

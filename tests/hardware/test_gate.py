@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from hardware import estop as estop_module
-from hardware.estop import EStop, KeyTrigger
-from hardware.gate import FileGate, SignalGate, key_gate, make_gate, topic_gate
+from mbpo_arm.hardware import estop as estop_module
+from mbpo_arm.hardware.estop import EStop, KeyTrigger
+from mbpo_arm.hardware.gate import FileGate, SignalGate, key_gate, make_gate, topic_gate
 
 
 def wait_for(condition: Callable[[], bool], poll: Callable[[], Any] = lambda: None,
@@ -88,9 +88,10 @@ def test_topic_gate_needs_the_ros2_backend() -> None:
 
 def test_topic_gate_releases_on_true_over_dds() -> None:
     pytest.importorskip("cyclonedds")
-    from hardware.ros2 import Ros2Config, Ros2Robot
-    from hardware.ros2 import messages as m
-    from hardware.ros2.transport import EVENTS, CycloneTransport
+    from mbpo_arm.hardware.ros2 import messages as m
+    from mbpo_arm.hardware.ros2.config import Ros2Config
+    from mbpo_arm.hardware.ros2.node import Ros2Robot
+    from mbpo_arm.hardware.ros2.transport import EVENTS, CycloneTransport
     from tests.hardware.ros2_helpers import fresh_domain, twin_driver_thread
 
     config = Ros2Config(domain_id=fresh_domain())

@@ -10,11 +10,12 @@ import time
 
 import numpy as np
 
-from hardware.estop import EStop
-from hardware.move import move_to
-from hardware.shield import Shield, ShieldedRobot
-from hardware.shield_config import WatchdogSettings
-from sim.twin import TwinConfig, TwinRobot
+from mbpo_arm.hardware.config import WatchdogSettings
+from mbpo_arm.hardware.estop import EStop
+from mbpo_arm.hardware.move import move_to
+from mbpo_arm.hardware.shield import Shield, ShieldedRobot
+from mbpo_arm.sim.config import TwinConfig
+from mbpo_arm.sim.twin import TwinRobot
 from tests.hardware.conftest import shielded_twin
 
 

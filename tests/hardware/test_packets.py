@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from hardware.dynamixel import DynamixelCodec, crc16, stuff, unstuff
-from hardware.dynamixel import packet as dxl_packet
-from hardware.feetech import FeetechCodec, checksum
-from hardware.serial_bus import (
+from mbpo_arm.hardware.dynamixel import DynamixelCodec, crc16, stuff, unstuff
+from mbpo_arm.hardware.dynamixel import packet as dxl_packet
+from mbpo_arm.hardware.feetech import FeetechCodec, checksum
+from mbpo_arm.hardware.serial_bus import (
     PING,
     READ,
     SYNC_READ,

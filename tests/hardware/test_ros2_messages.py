@@ -12,7 +12,7 @@ import pytest
 
 pytest.importorskip("cyclonedds")
 
-from hardware.ros2 import messages as m  # noqa: E402
+from mbpo_arm.hardware.ros2 import messages as m  # noqa: E402
 
 CDR_LE = bytes.fromhex("00010000")  # encapsulation: PLAIN_CDR, little endian, no options
 

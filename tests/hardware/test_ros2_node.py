@@ -14,15 +14,15 @@ import pytest
 
 pytest.importorskip("cyclonedds")
 
-from hardware.robot import Robot  # noqa: E402
-from hardware.ros2 import Ros2Config, Ros2Robot  # noqa: E402
-from hardware.ros2 import messages as m  # noqa: E402
-from hardware.ros2.transport import (  # noqa: E402
+from mbpo_arm.hardware.robot import Robot  # noqa: E402
+from mbpo_arm.hardware.ros2 import messages as m  # noqa: E402
+from mbpo_arm.hardware.ros2.config import Ros2Config, check_topic  # noqa: E402
+from mbpo_arm.hardware.ros2.node import Ros2Robot  # noqa: E402
+from mbpo_arm.hardware.ros2.transport import (  # noqa: E402
     COMMANDS,
     EVENTS,
     SENSOR_DATA,
     CycloneTransport,
-    check_topic,
 )
 from tests.hardware.ros2_helpers import fresh_domain, twin_driver_thread  # noqa: E402
 

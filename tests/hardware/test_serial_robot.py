@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from envs.factory import make_env
-from hardware.serial_bus import SYNC_WRITE, BusError, NoReplyError, PortError
-from hardware.serial_robot import SerialConfig, SerialRobot
-from mbpo_launch.cli import load_run_config
-from sim.servo_emulator import ServoEmulator
+from mbpo_arm.configs.loader import load_run_config
+from mbpo_arm.envs.factory import make_env
+from mbpo_arm.hardware.config import SerialConfig
+from mbpo_arm.hardware.serial_bus import SYNC_WRITE, BusError, NoReplyError, PortError
+from mbpo_arm.hardware.serial_robot import SerialRobot
+from mbpo_arm.sim.servo_emulator import ServoEmulator
 from tests.hardware.emulated import emulated_arm, robot_on
 
 PROTOCOLS = ("feetech", "dynamixel")
@@ -185,6 +186,7 @@ def test_dynamixel_bus_watchdog_stops_a_quiet_host_and_is_rearmed(tmp_path: Path
         assert emulator.unsafe == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", PROTOCOLS)
 def test_an_episode_under_a_storm_of_transient_faults_completes(protocol: str,
                                                                tmp_path: Path) -> None:

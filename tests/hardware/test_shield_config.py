@@ -7,13 +7,16 @@ import numpy as np
 import pytest
 import yaml
 
-from configs.schema import ConfigError
-from envs.factory import BACKENDS, TaskConfig, make_env, make_robot
-from envs.reach import ReachConfig
-from hardware.shield import ShieldedRobot
-from hardware.shield_config import ShieldConfig, ShieldSettings
-from mbpo_launch.cli import build_policy, load_run_config
-from sim.twin import TwinConfig, TwinRobot
+from mbpo_arm.configs.loader import load_run_config
+from mbpo_arm.configs.schema import ConfigError
+from mbpo_arm.envs.config import ReachConfig, TaskConfig
+from mbpo_arm.envs.factory import BACKENDS, make_env, make_robot
+from mbpo_arm.hardware.config import ShieldSettings
+from mbpo_arm.hardware.shield import ShieldedRobot
+from mbpo_arm.hardware.shield_config import ShieldConfig
+from mbpo_arm.launch.build import build_policy
+from mbpo_arm.sim.config import TwinConfig
+from mbpo_arm.sim.twin import TwinRobot
 from tests.hardware.conftest import LIMITS
 
 
@@ -106,9 +109,9 @@ def test_disabled_shield_on_the_twin_sends_proposals_as_they_are() -> None:
 
 
 def test_interventions_reach_the_run_metrics(tmp_path) -> None:
-    from agent.logger import read_metrics
-    from agent.train import collect_step, evaluate
-    from mbpo_launch.cli import build_run
+    from mbpo_arm.agent.logger import read_metrics
+    from mbpo_arm.agent.train import collect_step, evaluate
+    from mbpo_arm.launch.build import build_run
 
     rc, _ = load_run_config(["logger.wandb=disabled", "logger.progress=false",
                              "trainer.eval_episodes=1", "agent.sac.learning_starts=1000",
@@ -131,8 +134,8 @@ def test_interventions_reach_the_run_metrics(tmp_path) -> None:
 
 
 def test_the_async_runtime_resets_slowly_unless_told_otherwise() -> None:
-    from agent.runtime.config import RuntimeConfig
-    from mbpo_launch.runtime import paced
+    from mbpo_arm.agent.runtime.config import RuntimeConfig
+    from mbpo_arm.launch.build import paced
 
     rc, _ = load_run_config(["logger.wandb=disabled"])
     assert paced(rc, RuntimeConfig(mode="async"), True).shield.slow_reset is True

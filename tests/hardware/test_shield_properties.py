@@ -11,10 +11,10 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hardware.estop import EStop
-from hardware.robot import RobotState
-from hardware.rules import braking_speed
-from hardware.shield import RULES, Shield, ShieldConfig
+from mbpo_arm.hardware.estop import EStop
+from mbpo_arm.hardware.robot import RobotState
+from mbpo_arm.hardware.rules import braking_speed
+from mbpo_arm.hardware.shield import RULES, Shield, ShieldConfig
 
 J = 6
 DT = 0.05

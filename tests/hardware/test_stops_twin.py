@@ -12,8 +12,8 @@ import time
 import numpy as np
 import pytest
 
-from hardware import estop as estop_module
-from hardware.estop import EStop, KeyTrigger, install_signal, uninstall_signal
+from mbpo_arm.hardware import estop as estop_module
+from mbpo_arm.hardware.estop import EStop, KeyTrigger, install_signal, uninstall_signal
 from tests.hardware.conftest import shielded_twin
 
 STOP_S = 0.5  # the arm is still (joint speeds < 0.05 rad/s) this long after a stop
@@ -177,10 +177,11 @@ def wait(predicate, timeout: float = 2.0) -> None:
 def test_watchdog_thread_holds_and_releases_when_the_loop_stalls(so101, geometry) -> None:
     """The loop stops entirely (no advance either): the thread holds, then releases. The
     twin runs on the wall clock here, as a hardware backend's stamps do."""
-    from hardware.estop import EStop
-    from hardware.shield import Shield, ShieldedRobot
-    from hardware.shield_config import WatchdogSettings
-    from sim.twin import TwinConfig, TwinRobot
+    from mbpo_arm.hardware.config import WatchdogSettings
+    from mbpo_arm.hardware.estop import EStop
+    from mbpo_arm.hardware.shield import Shield, ShieldedRobot
+    from mbpo_arm.sim.config import TwinConfig
+    from mbpo_arm.sim.twin import TwinRobot
 
     twin = TwinRobot(TwinConfig(control_hz=50.0))
     watchdog = WatchdogSettings(command_timeout_periods=3, on_timeout="release",

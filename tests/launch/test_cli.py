@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.logger import read_metrics
-from agent.replay import ReplayBuffer
+from mbpo_arm.agent.logger import read_metrics
+from mbpo_arm.agent.replay import ReplayBuffer
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["--backend", "mujoco", "task=reach", "agent=sac", "logger.wandb=disabled",
@@ -23,13 +23,14 @@ QUICK = ["--backend", "mujoco", "task=reach", "agent=sac", "logger.wandb=disable
 
 def cli(*args: str, timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-m", "mbpo_launch.cli", *args], cwd=ROOT, env=env,
+    proc = subprocess.run([sys.executable, "-m", "mbpo_arm.launch.cli", *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"mbpo-arm {' '.join(args)} failed:\n{proc.stderr[-3000:]}")
     return proc
 
 
+@pytest.mark.slow
 def test_train_then_eval_end_to_end(tmp_path: Path) -> None:
     run = tmp_path / "run"
     out = cli("train", *QUICK, "trainer.total_steps=300", "trainer.eval_every=150",
@@ -71,9 +72,11 @@ def test_unknown_backend_lists_the_choices() -> None:
     assert proc.returncode == 2 and "mujoco" in proc.stderr
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_continues_the_step_count(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    args = [sys.executable, "-m", "mbpo_launch.cli", "train", *QUICK, "trainer.total_steps=100000",
+    args = [sys.executable, "-m", "mbpo_arm.launch.cli", "train", *QUICK,
+            "trainer.total_steps=100000",
             "trainer.checkpoint_every=200", "trainer.eval_every=100000",
             "trainer.log_every=100000", f"run_dir={run}"]
     proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,

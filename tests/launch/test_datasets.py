@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.dataset import DatasetError, load_dataset, save_dataset
-from mbpo_launch.cli import main
-from mbpo_launch.interchange import export_minari, import_minari, import_rosbag2
+from mbpo_arm.agent.dataset import DatasetError, load_dataset, save_dataset
+from mbpo_arm.agent.replay import ReplayBuffer
+from mbpo_arm.launch.cli import main
+from mbpo_arm.launch.interchange import export_minari, import_minari, import_rosbag2
 from tests.agent.test_dataset import make_dataset
 
 JOINTS = ["shoulder_pitch", "elbow_pitch", "base_yaw"]
@@ -115,9 +116,9 @@ def test_collect_then_info_and_clear_errors(tmp_path: Path, capsys) -> None:
 def test_import_run_takes_the_checkpoint_replay_or_the_longer_log(tmp_path: Path) -> None:
     from omegaconf import OmegaConf
 
-    from agent.checkpoint import save_checkpoint
-    from agent.runtime.replay_log import ReplayLog
-    from mbpo_launch.datasets import import_run
+    from mbpo_arm.agent.checkpoint import save_checkpoint
+    from mbpo_arm.agent.runtime.replay_log import ReplayLog
+    from mbpo_arm.launch.datasets import import_run
 
     ds = make_dataset(n_episodes=2, length=10)
     OmegaConf.save(OmegaConf.create({"backend_name": "mujoco", "seed": 3,
@@ -126,7 +127,7 @@ def test_import_run_takes_the_checkpoint_replay_or_the_longer_log(tmp_path: Path
                                      "agent": {"algo": "mbpo"}}), tmp_path / "config.yaml")
     with pytest.raises(DatasetError, match="no transitions yet"):
         import_run(tmp_path)
-    save_checkpoint(tmp_path, 20, {}, {"replay": ds.to_replay(capacity=100)})
+    save_checkpoint(tmp_path, 20, {}, {"replay": ReplayBuffer.from_dataset(ds, capacity=100)})
     got = import_run(tmp_path)
     assert len(got) == 20 and got.meta.control_hz == 50.0 and got.meta.task == "ArmReach-v0"
     np.testing.assert_array_equal(got.data["obs"], ds.data["obs"])

@@ -16,9 +16,9 @@ import pytest
 
 pytest.importorskip("cyclonedds")
 
-from agent.logger import read_metrics  # noqa: E402
-from hardware.ros2 import messages as m  # noqa: E402
-from hardware.ros2.transport import EVENTS, CycloneTransport  # noqa: E402
+from mbpo_arm.agent.logger import read_metrics  # noqa: E402
+from mbpo_arm.hardware.ros2 import messages as m  # noqa: E402
+from mbpo_arm.hardware.ros2.transport import EVENTS, CycloneTransport  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 300
@@ -33,13 +33,14 @@ def domain_for_this_run() -> int:
     return 1 + (os.getpid() * 7 + 101) % 200
 
 
+@pytest.mark.slow
 def test_agent_trains_through_ros2_topics(tmp_path: Path) -> None:
     domain = domain_for_this_run()
     backend = [f"backend.domain_id={domain}", "backend.control_hz=100",
                "backend.reset_speed=5.0"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     stats_file = tmp_path / "driver.json"
-    driver = subprocess.Popen([sys.executable, "-m", "sim.ros2_twin_driver", "--stats",
+    driver = subprocess.Popen([sys.executable, "-m", "mbpo_arm.sim.ros2_twin_driver", "--stats",
                                str(stats_file), *backend], cwd=ROOT, env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     statuses: list[dict[str, Any]] = []
@@ -48,7 +49,7 @@ def test_agent_trains_through_ros2_topics(tmp_path: Path) -> None:
                        lambda s: statuses.append(json.loads(s.data)))
     run = tmp_path / "run"
     try:
-        train = subprocess.Popen([sys.executable, "-m", "mbpo_launch.cli", "train",
+        train = subprocess.Popen([sys.executable, "-m", "mbpo_arm.launch.cli", "train",
                                   "--backend", "ros2", *backend, *TRAIN, f"run_dir={run}"],
                                  cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from agent.logger import read_metrics
-from configs.schema import ConfigError
-from hardware.calibration import Calibration
-from mbpo_launch.cli import load_run_config, main
-from sim.servo_emulator import ServoEmulator
+from mbpo_arm.agent.logger import read_metrics
+from mbpo_arm.configs.loader import load_run_config
+from mbpo_arm.configs.schema import ConfigError
+from mbpo_arm.hardware.calibration import Calibration
+from mbpo_arm.launch.cli import main
+from mbpo_arm.sim.servo_emulator import ServoEmulator
 from tests.hardware.emulated import emulated_arm
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,6 +40,7 @@ def one_torch_thread():  # noqa: ANN201
     torch.set_num_threads(threads)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("robot,protocol", [("so101", "feetech"), ("koch", "dynamixel")])
 def test_training_over_the_wire(robot: str, protocol: str, tmp_path: Path,
                                 one_torch_thread: None) -> None:
@@ -69,7 +71,7 @@ def test_calibrate_walks_through_and_finds_the_arms_mounting(tmp_path: Path) -> 
         truth = emulator.calibration()
         lower, upper = emulator.twin.limits.lower, emulator.twin.limits.upper
         proc = subprocess.Popen(
-            [sys.executable, "-m", "mbpo_launch.cli", "calibrate", "robot=so101",
+            [sys.executable, "-m", "mbpo_arm.launch.cli", "calibrate", "robot=so101",
              f"port={emulator.port}", f"backend.calibration={out}"],
             cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -127,9 +129,9 @@ def test_serial_start_up_errors_are_one_line(tmp_path: Path, capsys) -> None:  #
 
 def test_async_learner_never_opens_the_serial_port(tmp_path: Path) -> None:
     """With runtime=async only the actor drives the arm: the learner's env is the twin."""
-    from envs.reach import ArmReachEnv
-    from mbpo_launch.runtime import build_learner_run
-    from sim.twin import TwinRobot
+    from mbpo_arm.envs.reach import ArmReachEnv
+    from mbpo_arm.launch.build import build_learner_run
+    from mbpo_arm.sim.twin import TwinRobot
 
     rc, _ = load_run_config(["backend=serial", "robot=so101", "backend.port=/dev/ttyNOPE9",
                              "logger.wandb=disabled", "runtime=async"])

@@ -1,4 +1,4 @@
-"""Helpers of the ``runtime=async`` end-to-end tests: start ``python -m mbpo_launch.runtime`` in
+"""Helpers of the ``runtime=async`` end-to-end tests: start ``mbpo-arm train runtime=async`` in
 a subprocess, watch its log, check that no transition was lost.
 
 Timing (missed deadlines, jitter) is never asserted in tests: it belongs to
@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from agent.checkpoint import latest_checkpoint
-from agent.replay import ReplayBuffer
-from agent.runtime.replay_log import HEADER, read_log, record_dtype
+from mbpo_arm.agent.checkpoint import latest_checkpoint
+from mbpo_arm.agent.replay import ReplayBuffer
+from mbpo_arm.agent.runtime.replay_log import HEADER, read_log, record_dtype
 
 ROOT = Path(__file__).resolve().parents[2]
 HZ = 50
@@ -31,9 +31,12 @@ RECORD = record_dtype(19, 5).itemsize
 
 
 def start(*args: str) -> subprocess.Popen:
+    """``mbpo-arm train runtime=async *args`` (a resume keeps the run's saved runtime)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    return subprocess.Popen([sys.executable, "-m", "mbpo_launch.runtime", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    mode = [] if any(a.startswith("resume=") for a in args) else ["runtime=async"]
+    return subprocess.Popen([sys.executable, "-m", "mbpo_arm.launch.cli", "train", *mode, *args],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
 
 
 def logged(run: Path) -> int:

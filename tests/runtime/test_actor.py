@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-import envs  # noqa: F401  (registers ArmReach-v0)
-from agent.runtime import control as ctl
-from agent.runtime.actor import Actor, Schedule
-from agent.runtime.config import RuntimeConfig
-from agent.runtime.replay_log import ReplayLog, read_log
-from agent.runtime.weights import WeightsPublisher, WeightsReader, create_block, flatten
-from agent.sac import SAC, SACConfig
+import mbpo_arm.envs.reach  # noqa: F401  (registers ArmReach-v0)
+from mbpo_arm.agent.config import SACConfig
+from mbpo_arm.agent.runtime import control as ctl
+from mbpo_arm.agent.runtime.actor import Actor, Schedule
+from mbpo_arm.agent.runtime.config import RuntimeConfig
+from mbpo_arm.agent.runtime.replay_log import ReplayLog, read_log
+from mbpo_arm.agent.runtime.weights import WeightsPublisher, WeightsReader, create_block, flatten
+from mbpo_arm.agent.sac import SAC
 
 
 @pytest.mark.parametrize("field,value", [("mode", "fast"), ("control_hz", 0),

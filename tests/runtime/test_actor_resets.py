@@ -11,16 +11,18 @@ import numpy as np
 import pytest
 import torch
 
-from agent.runtime import control as ctl
-from agent.runtime.actor import Actor
-from agent.runtime.config import RuntimeConfig
-from agent.runtime.replay_log import ReplayLog, read_log
-from agent.runtime.weights import WeightsPublisher, WeightsReader, create_block, flatten
-from agent.sac import SAC, SACConfig
-from envs.factory import TaskConfig, make_env
-from hardware.gate import FileGate
-from hardware.shield_config import ShieldSettings
-from sim.twin import TwinConfig
+from mbpo_arm.agent.config import SACConfig
+from mbpo_arm.agent.runtime import control as ctl
+from mbpo_arm.agent.runtime.actor import Actor
+from mbpo_arm.agent.runtime.config import RuntimeConfig
+from mbpo_arm.agent.runtime.replay_log import ReplayLog, read_log
+from mbpo_arm.agent.runtime.weights import WeightsPublisher, WeightsReader, create_block, flatten
+from mbpo_arm.agent.sac import SAC
+from mbpo_arm.envs.config import TaskConfig
+from mbpo_arm.envs.factory import make_env
+from mbpo_arm.hardware.config import ShieldSettings
+from mbpo_arm.hardware.gate import FileGate
+from mbpo_arm.sim.config import TwinConfig
 
 HZ = 50
 
@@ -131,9 +133,9 @@ def test_gates_the_composition_cannot_serve_fail_at_start_up(tmp_path: Path,
     import io
     import sys
 
-    from configs.schema import ConfigError
-    from mbpo_launch.cli import load_run_config
-    from mbpo_launch.runtime import check_gate
+    from mbpo_arm.configs.loader import load_run_config
+    from mbpo_arm.configs.schema import ConfigError
+    from mbpo_arm.launch.runtime import check_gate
 
     rc, _ = load_run_config(["backend=mujoco", "task=reach"])
     with pytest.raises(ConfigError, match="needs backend=ros2"):

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.runtime.async_helpers import HZ, QUICK, check_nothing_lost, finish, start
 
 TINY_MBPO = ["agent=mbpo_reach", "agent.sac.utd=2", "agent.model.hidden=32",
@@ -15,6 +17,7 @@ TINY_MBPO = ["agent=mbpo_reach", "agent.sac.utd=2", "agent.model.hidden=32",
              "agent.mbpo.rollout_batch=500"]
 
 
+@pytest.mark.slow
 def test_mbpo_learner_trains_the_model_on_schedule(tmp_path: Path) -> None:
     run, total = tmp_path / "run", 7 * HZ
     quick = [o for o in QUICK if not o.startswith("agent=")]
@@ -25,6 +28,7 @@ def test_mbpo_learner_trains_the_model_on_schedule(tmp_path: Path) -> None:
     assert [r["env_steps"] for r in reports] == [100, 200, 300]
 
 
+@pytest.mark.slow
 def test_the_learner_evaluates_and_ends_the_run_at_the_target(tmp_path: Path) -> None:
     """``trainer.stop_at`` in async mode: the learner's evaluation (on its own eval env) is
     logged, and reaching the target stops the actor early with nothing lost."""

@@ -9,9 +9,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from agent.io import load_npz
-from agent.runtime.replay_log import read_log
+from mbpo_arm.agent.io import load_npz
+from mbpo_arm.agent.runtime.replay_log import read_log
 from tests.runtime.async_helpers import (
     HZ,
     QUICK,
@@ -23,6 +24,7 @@ from tests.runtime.async_helpers import (
 )
 
 
+@pytest.mark.slow
 def test_learner_killed_mid_run_comes_back_and_nothing_is_lost(tmp_path: Path) -> None:
     run, total = tmp_path / "run", 12 * HZ
     # shield.slow_reset=false: a reset through the shield takes robot time in which no

@@ -6,6 +6,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+
 from tests.runtime.async_helpers import (
     HZ,
     QUICK,
@@ -17,6 +19,7 @@ from tests.runtime.async_helpers import (
 )
 
 
+@pytest.mark.slow
 def test_sigterm_then_resume_continues_the_counts(tmp_path: Path) -> None:
     run = tmp_path / "run"
     proc = start(*QUICK, "trainer.total_steps=100000", f"run_dir={run}")

@@ -9,7 +9,7 @@ from typing import TextIO
 
 import pytest
 
-from agent.runtime.console import Console
+from mbpo_arm.agent.runtime.console import Console
 
 BIG = "x" * 200_000  # more than a pipe holds: the helper blocks writing it until it is read
 

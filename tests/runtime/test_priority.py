@@ -12,8 +12,14 @@ from typing import Any
 
 import pytest
 
-from agent.runtime.config import RuntimeConfig
-from agent.runtime.priority import current_cpu, other_cpus, pin, raise_priority, raise_thread
+from mbpo_arm.agent.runtime.config import RuntimeConfig
+from mbpo_arm.agent.runtime.priority import (
+    current_cpu,
+    other_cpus,
+    pin,
+    raise_priority,
+    raise_thread,
+)
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="Linux scheduling")
 

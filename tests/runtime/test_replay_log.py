@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agent.runtime.replay_log import HEADER, ReplayLog, read_log, record_dtype
+from mbpo_arm.agent.runtime.replay_log import HEADER, ReplayLog, read_log, record_dtype
 
 ROOT = Path(__file__).resolve().parents[2]
 OBS, ACT = 19, 5
@@ -95,7 +95,7 @@ def test_a_log_of_another_size_is_refused(tmp_path: Path) -> None:
 WRITER = """
 import sys, numpy as np
 sys.path.insert(0, {root!r})
-from agent.runtime.replay_log import ReplayLog
+from mbpo_arm.agent.runtime.replay_log import ReplayLog
 log = ReplayLog.open({path!r}, {obs}, {act}, fsync_every_records=1000)
 print("ready", flush=True)
 while True:

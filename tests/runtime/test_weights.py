@@ -7,10 +7,11 @@ import multiprocessing as mp
 import time
 
 import numpy as np
+import pytest
 import torch
 
-from agent.networks import Actor
-from agent.runtime.weights import (
+from mbpo_arm.agent.networks import Actor
+from mbpo_arm.agent.runtime.weights import (
     WeightsPublisher,
     WeightsReader,
     attach_block,
@@ -52,6 +53,7 @@ def _writer(name: str, seconds: float) -> None:
     block.close()
 
 
+@pytest.mark.slow
 def test_concurrent_writer_never_yields_a_torn_vector() -> None:
     block = create_block(N)
     ctx = mp.get_context("spawn")

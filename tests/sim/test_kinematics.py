@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sim.kinematics import ArmKinematics
-from sim.twin import JOINTS, TwinConfig, TwinRobot, load_model
+from mbpo_arm.hardware.config import JOINTS
+from mbpo_arm.sim.config import TwinConfig
+from mbpo_arm.sim.kinematics import ArmKinematics
+from mbpo_arm.sim.twin import TwinRobot, load_model
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,9 @@ import mujoco
 import numpy as np
 import pytest
 
-from sim.twin import ASSET, JOINTS, TwinConfig, load_model
+from mbpo_arm.hardware.config import JOINTS
+from mbpo_arm.sim.config import ASSET, TwinConfig
+from mbpo_arm.sim.twin import load_model
 
 
 @pytest.fixture(scope="module")

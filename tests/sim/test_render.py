@@ -16,7 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = """
 import numpy as np
-from sim.twin import TwinRobot
+from mbpo_arm.sim.twin import TwinRobot
 twin = TwinRobot()
 img = twin.render()
 small = twin.render(width=64, height=48)

@@ -8,10 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hardware.dynamixel import DynamixelCodec
-from hardware.serial_bus import ServoBus, ServoError
-from sim.servo_emulator import ServoEmulator
-from sim.twin import TwinConfig, TwinRobot
+from mbpo_arm.hardware.dynamixel import DynamixelCodec
+from mbpo_arm.hardware.serial_bus import ServoBus, ServoError
+from mbpo_arm.sim.config import TwinConfig
+from mbpo_arm.sim.servo_emulator import ServoEmulator
+from mbpo_arm.sim.twin import TwinRobot
 from tests.hardware.emulated import robot_on
 
 

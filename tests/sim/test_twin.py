@@ -7,8 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from hardware.robot import Robot
-from sim.twin import JOINTS, TwinConfig, TwinRobot
+from mbpo_arm.hardware.config import JOINTS
+from mbpo_arm.hardware.robot import Robot
+from mbpo_arm.sim.config import TwinConfig
+from mbpo_arm.sim.twin import TwinRobot
 
 TARGET = np.array([0.5, -0.4, 0.6, -0.3, 0.8, 0.5])
 

@@ -1,0 +1,113 @@
+"""The one config loader: compose the Hydra tree (or reload a run's saved config), validate it,
+save it. Light: Hydra and OmegaConf only, so ``mbpo-arm --help`` and the offline commands load
+no learning code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from mbpo_arm.configs.schema import (
+    CONFIG_DIR,
+    ConfigError,
+    RunConfig,
+    options,
+    register,
+    validate,
+)
+
+SAVED_CONFIG = "config.yaml"
+
+
+def compose(overrides: list[str]) -> tuple[DictConfig, str]:
+    """The Hydra-composed config and the chosen backend; errors become :class:`ConfigError`."""
+    register()
+    robot = next((o.split("=", 1)[1] for o in overrides if o.startswith("robot=")), None)
+    backend = next((o.split("=", 1)[1] for o in overrides if o.startswith("backend=")), None)
+    if robot not in (None, "null") and backend != "serial":
+        raise ConfigError(f"robot={robot} is a serial-bus arm; add --backend serial")
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+            cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as err:
+        message = hydra_message(err)
+        bad = re.match(r"(\S+) is not a config key", message)
+        if bad:
+            message += _keys_near(bad.group(1), [o for o in overrides
+                                                 if not o.lstrip("+~").startswith(bad.group(1))])
+        raise ConfigError(message) from None
+    backend = str(cfg.hydra.runtime.choices.backend)
+    with open_dict(cfg):
+        del cfg["hydra"]
+        cfg.backend_name = backend
+    return cfg, backend
+
+
+def hydra_message(err: Exception) -> str:
+    """One line from a Hydra composition error."""
+    text = str(err)
+    missing = re.search(r"Could not find '([^/']+)/([^']+)'", text)
+    if missing:
+        group, option = missing.groups()
+        return f"{group}={option} is not an option; choose one of {', '.join(options(group))}"
+    merging = re.search(r"Error merging override ([^=\s]+)=", text)
+    if merging:  # a value of the wrong type, checked against the schema
+        detail = [line for line in text.splitlines()[1:] if line.strip()
+                  and "full_key" not in line and "object_type" not in line]
+        return f"{merging.group(1)}: {detail[0].strip() if detail else text.splitlines()[0]}"
+    bad_key = re.search(r"Could not override '([^']+)'", text)
+    if bad_key:
+        return f"{bad_key.group(1)} is not a config key"
+    return " ".join(text.split("\n")[0].split())
+
+
+def _keys_near(key: str, overrides: list[str]) -> str:
+    """``"; keys under <parent>: a, b, c"`` for a mistyped ``key``."""
+    parent = key.rpartition(".")[0]
+    try:
+        node = OmegaConf.select(compose(overrides)[0], parent) if parent else None
+    except ConfigError:
+        return ""
+    if isinstance(node, DictConfig):
+        return f"; keys under {parent}: {', '.join(map(str, node.keys()))}"
+    return ""
+
+
+def load_run_config(overrides: list[str]) -> tuple[RunConfig, DictConfig]:
+    """Compose and validate; ``resume=<run_dir>`` reloads that run's saved config and applies
+    the remaining ``key=value`` overrides to it."""
+    resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("resume=")), None)
+    if resume:
+        saved = Path(resume) / SAVED_CONFIG
+        if not saved.exists():
+            raise ConfigError(f"resume={resume}: no {SAVED_CONFIG} there; give a run directory "
+                              "made by `mbpo-arm train`")
+        cfg = OmegaConf.load(saved)
+        rest = [o for o in overrides if not o.startswith("resume=")]
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(rest))
+        cfg.resume, cfg.run_dir = resume, resume
+        backend = str(cfg.get("backend_name", "mujoco"))
+    else:
+        cfg, backend = compose(overrides)
+    return validate(cfg, backend), cfg
+
+
+def save_config(rc: RunConfig, run_dir: Path) -> Path:
+    """Write the run's validated config as ``config.yaml`` (what ``resume=`` reloads)."""
+    plain = json.loads(json.dumps(asdict(rc), default=str))
+    plain["run_dir"] = str(run_dir)
+    path = Path(run_dir) / SAVED_CONFIG
+    tmp = path.with_name(f".{path.name}.tmp")  # crash-safe: write aside, then rename
+    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(plain)), encoding="utf-8")
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,195 @@
+"""The composition root's builders: a validated :class:`RunConfig` in, the typed parts of a run
+out (config -> backend -> env -> agent). Nothing else in the project imports across layers
+upward; the commands (:mod:`.commands`, :mod:`.offline`, :mod:`.runtime`) call these.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from omegaconf import OmegaConf
+
+from mbpo_arm.agent.checkpoint import latest_checkpoint, load_checkpoint
+from mbpo_arm.agent.ensemble import ProbabilisticEnsemble
+from mbpo_arm.agent.logger import RunLogger
+from mbpo_arm.agent.mopo import init_from_run
+from mbpo_arm.agent.replay import ReplayBuffer
+from mbpo_arm.agent.run import Model, Run
+from mbpo_arm.agent.runtime.config import RuntimeConfig
+from mbpo_arm.agent.sac import SAC
+from mbpo_arm.agent.train import evaluate
+from mbpo_arm.configs.schema import ConfigError, RunConfig
+from mbpo_arm.envs.factory import SIMULATED_BACKENDS, check_task, env_task_functions, make_env
+from mbpo_arm.hardware.serial_bus import BusError
+from mbpo_arm.sim.twin import twin_config_of
+
+
+@contextmanager
+def start_up_errors() -> Iterator[None]:
+    """A bad model path, a missing joint or a wrong size found while building becomes the
+    same one-line error as a bad config value."""
+    try:
+        yield
+    except (FileNotFoundError, TimeoutError, ValueError, BusError) as err:
+        raise ConfigError(str(err).splitlines()[0]) from err
+
+
+def checked(rc: RunConfig) -> RunConfig:
+    """``rc`` once what needs the envs is checked too (``task.id`` is a registered env)."""
+    try:
+        check_task(rc.task)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    return rc
+
+
+def default_run_dir(rc: RunConfig) -> str:
+    task = rc.task.id.split("-")[0].lower()
+    return f"runs/{task}-{rc.agent.algo}-{time.strftime('%Y%m%d-%H%M%S')}-s{rc.seed}"
+
+
+def resolve_device(device: str) -> torch.device:
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device} but torch sees no CUDA device; use device=cpu or "
+                          "install a CUDA build of torch")
+    return torch.device(device)
+
+
+def build_env(rc: RunConfig, render: bool = False) -> gym.Env:
+    """The run's task env on its backend, behind the shield."""
+    checked(rc)
+    return make_env(rc.task, rc.backend_name, rc.backend,
+                    render_mode="rgb_array" if render else None, shield=rc.shield)
+
+
+def build_policy(rc: RunConfig, render: bool = False) -> tuple[gym.Env, SAC]:
+    """An env of the run's task and a fresh SAC agent sized for it."""
+    env = build_env(rc, render)
+    generator = torch.Generator().manual_seed(rc.seed)
+    sac = SAC(env.observation_space.shape[0], env.action_space.shape[0], rc.agent.sac,
+              device=resolve_device(rc.device), generator=generator)
+    return env, sac
+
+
+def build_model(rc: RunConfig, env: gym.Env) -> Model:
+    """MBPO's dynamics side: the ensemble (learning the reward only where the task has no
+    reward function) and the task's pure reward, termination and derive functions."""
+    fns = env_task_functions(env)
+    cfg = dataclasses.replace(rc.agent.model, device=rc.device,
+                              learn_reward=rc.agent.model.learn_reward or fns.reward is None)
+    with torch.random.fork_rng(devices=[]):  # weights from the run's seed, global RNG kept
+        torch.manual_seed(rc.seed + 1)
+        ensemble = ProbabilisticEnsemble(env.observation_space.shape[0],
+                                         env.action_space.shape[0], cfg)
+    return Model(ensemble.to(resolve_device(rc.device)), cfg, rc.agent.mbpo, fns.reward,
+                 fns.termination, fns.derive, fns.relabel)
+
+
+def build_run(rc: RunConfig, run_dir: Path) -> Run:
+    """Wire config -> backend -> env -> agent into a :class:`Run`; ``init_from`` loads the
+    pretrained run into it."""
+    env, sac = build_policy(rc)
+    # A real arm is one robot: evaluations run on it between training episodes. The twin
+    # gets a second copy, so an evaluation leaves the training episode as it was.
+    eval_env = env if rc.backend_name not in SIMULATED_BACKENDS else build_env(rc)
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    logger = RunLogger(run_dir, rc.logger, plain(rc), rc.trainer.total_steps)
+    run = Run(env=env, eval_env=eval_env, sac=sac,
+              replay=ReplayBuffer(rc.trainer.replay_capacity, obs_dim, act_dim),
+              cfg=rc.trainer, sac_cfg=rc.agent.sac, rng=np.random.default_rng(rc.seed),
+              generator=sac.generator, logger=logger, run_dir=run_dir, seed=rc.seed,
+              device=sac.device, model=build_model(rc, env) if rc.agent.algo == "mbpo" else None)
+    if rc.init_from:
+        init_run(run, rc)
+    return run
+
+
+def build_learner_run(rc: RunConfig, run_dir: str) -> Run:
+    """The async learner's :class:`Run` (called in the learner process; picklable).
+
+    The learner never drives hardware: for a serial or ROS 2 arm its env is the arm's twin
+    (the same spaces and task functions; evaluations run there), so that only the actor's
+    process opens the port or joins the arm's topics."""
+    if rc.backend_name not in SIMULATED_BACKENDS:
+        rc = dataclasses.replace(rc, backend_name="mujoco", backend=twin_config_of(rc.backend))
+    return build_run(rc, Path(run_dir))
+
+
+def paced(rc: RunConfig, runtime: RuntimeConfig, realtime: bool) -> RunConfig:
+    """``rc`` with the twin at the runtime's rate and ``realtime`` as given (a ros2 arm at
+    the runtime's rate; it is always paced by the wall clock); resets move slowly through the
+    shield (``shield.slow_reset``) unless the config says otherwise."""
+    if rc.shield.slow_reset is None:
+        rc = dataclasses.replace(rc, shield=dataclasses.replace(rc.shield, slow_reset=True))
+    if rc.backend_name == "ros2":
+        return dataclasses.replace(rc, backend=dataclasses.replace(
+            rc.backend, control_hz=runtime.control_hz))
+    if rc.backend_name != "mujoco":
+        return rc
+    backend = dataclasses.replace(rc.backend, control_hz=runtime.control_hz, realtime=realtime)
+    return dataclasses.replace(rc, backend=backend)
+
+
+def attach_status(env: gym.Env, counts: Callable[[], tuple[int, int]],
+                  learning_starts: int) -> None:
+    """A robot that publishes a status (the ros2 backend) reports the run's env steps, SAC
+    updates and achieved UTD (updates per env step since learning started) in it;
+    ``counts()`` returns ``(env_steps, updates)``."""
+    sources = getattr(getattr(env.unwrapped, "robot", None), "status_sources", None)
+    if sources is None:
+        return
+
+    def learner_status() -> dict[str, Any]:
+        steps, updates = counts()
+        return {"env_steps": steps, "updates": updates,
+                "achieved_utd": updates / max(1, steps - learning_starts)}
+
+    sources.append(learner_status)
+
+
+def plain(rc: RunConfig) -> dict[str, Any]:
+    """``rc`` as plain JSON-able values (for the loggers)."""
+    return json.loads(json.dumps(OmegaConf.to_container(OmegaConf.structured(rc)), default=str))
+
+
+# --------------------------------------------------------------------------- init_from
+def finetune_config(rc: RunConfig) -> RunConfig:
+    """With ``init_from``, the policy acts and the model trains from the first online step
+    (no random warm-up: the pretrained agent is the warm-up)."""
+    if not rc.init_from:
+        return rc
+    if not (Path(rc.init_from) / "checkpoints").exists():
+        raise ConfigError(f"init_from={rc.init_from}: no checkpoints there; give a run "
+                          "directory made by `mbpo-arm pretrain` or `mbpo-arm train`")
+    sac = dataclasses.replace(rc.agent.sac, learning_starts=0)
+    mbpo = dataclasses.replace(rc.agent.mbpo, model_learning_starts=0)
+    return dataclasses.replace(rc, agent=dataclasses.replace(rc.agent, sac=sac, mbpo=mbpo))
+
+
+def load_policy(sac: SAC, run_dir: str | Path) -> None:
+    """The policy (actor and observation normalizer) of ``run_dir``'s newest checkpoint into
+    ``sac``: the async actor's start when fine-tuning."""
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is None:
+        raise ConfigError(f"init_from={run_dir}: no checkpoint there")
+    sac.load_policy_state_dict(load_checkpoint(ckpt, buffer_names=())[0]["sac"])
+
+
+def init_run(run: Run, rc: RunConfig) -> None:
+    """Load ``rc.init_from`` into the freshly built ``run`` (see
+    :func:`mbpo_arm.agent.mopo.init_from_run`), log what was loaded, and evaluate the loaded
+    policy: the online curve starts where pretraining left off (and ``trainer.stop_at`` met
+    there ends the run before it takes a step)."""
+    info = init_from_run(run, rc.init_from, rc.agent.finetune)
+    run.logger.log({"env_steps": 0, **info})
+    if latest_checkpoint(run.run_dir) is None:  # not a resume, nor a restarted async learner
+        evaluate(run)
