@@ -7,7 +7,7 @@ and ``mbpo-arm --help`` import this module without loading the learning code.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 # The ensemble's hidden-layer activations (mbpo_arm.agent.ensemble maps them to functions).
 ACTIVATIONS = ("silu", "relu", "elu", "gelu", "tanh")
@@ -222,16 +222,6 @@ class MOPOConfig:
             raise ValueError(f"agent.mopo.penalty_coef must be >= 0, got {self.penalty_coef}")
         if not 0.0 <= self.real_ratio <= 1.0:
             raise ValueError(f"agent.mopo.real_ratio must be in [0, 1], got {self.real_ratio}")
-
-    def rollout_config(self, mbpo: MBPOConfig) -> MBPOConfig:
-        """``mbpo`` set up so the shared ``rollout_model`` phase does MOPO's rollouts: a fixed
-        horizon, one rollout per "epoch", ``retain_rollouts`` of them kept."""
-        h = self.horizon
-        return replace(mbpo, rollout_batch=self.rollout_batch, horizon_schedule=(0, 0, h, h),
-                       epoch_length=1, model_train_every=1, retain_epochs=self.retain_rollouts,
-                       real_ratio=self.real_ratio, penalty_coef=self.penalty_coef,
-                       penalty_anneal_steps=0)
-
 
 
 @dataclass

@@ -6,8 +6,9 @@ dataset transitions with ``horizon``-step branched model rollouts from dataset s
 model reward penalised by ``penalty_coef`` times the largest member's predicted std norm. No
 env step is taken; the twin only evaluates the policy now and then.
 
-The phases of the online loop (:mod:`agent.train`) are reused: ``train_model``,
-``rollout_model``, ``sample_batch``, ``evaluate``, ``checkpoint``.
+The phases of the online loop (:mod:`mbpo_arm.agent.train`) are reused with MOPO's own
+settings passed in: ``train_model``, ``rollout_into``, ``sample_batch``, ``evaluate``,
+``checkpoint``.
 """
 
 from __future__ import annotations
@@ -21,16 +22,24 @@ from mbpo_arm.agent.checkpoint import latest_checkpoint, load_checkpoint
 from mbpo_arm.agent.config import FinetuneConfig, MOPOConfig
 from mbpo_arm.agent.dataset import Dataset, check_spec
 from mbpo_arm.agent.io import atomic_write_text
-from mbpo_arm.agent.replay import ReplayBuffer
 from mbpo_arm.agent.run import Run
-from mbpo_arm.agent.train import checkpoint, evaluate, rollout_model, sample_batch, train_model
+from mbpo_arm.agent.train import (
+    checkpoint,
+    evaluate,
+    rollout_into,
+    rollout_model,
+    sample_batch,
+    train_model,
+)
 
 PRETRAIN_INFO = "pretrain.json"
 _OPTIMIZERS = ("actor_opt", "critic_opt", "alpha_opt")
 
 
 def pretrain(run: Run, dataset: Dataset, cfg: MOPOConfig, source: str = "") -> dict[str, Any]:
-    """MOPO on ``dataset`` into ``run`` (an MBPO run; its replay receives the dataset).
+    """MOPO on ``dataset``, which ``run``'s replay holds (an MBPO run built by the composition
+    root with the dataset as its replay), in MOPO's own schedule: one fit, then
+    ``gradient_steps`` SAC updates with ``horizon``-step rollouts every ``rollout_every``.
 
     Returns the final evaluation with the model report; writes ``pretrain.json`` and a
     checkpoint (without the model buffer) that ``init_from=`` starts from.
@@ -40,23 +49,25 @@ def pretrain(run: Run, dataset: Dataset, cfg: MOPOConfig, source: str = "") -> d
     env = run.env
     check_spec(dataset, source or "dataset", env.observation_space.shape[0],
                env.action_space.shape[0])
-    run.replay = ReplayBuffer.from_dataset(dataset)
-    model = run.model
-    model.mbpo = cfg.rollout_config(model.mbpo)
-    model.cfg = replace(model.cfg, max_epochs=None, max_epochs_per_train=cfg.model_max_epochs)
-    report = train_model(run)
+    if len(run.replay) != len(dataset):
+        raise ValueError(f"the run's replay holds {len(run.replay)} transitions, the dataset "
+                         f"{len(dataset)}; build the run with ReplayBuffer.from_dataset")
+    fit = replace(run.model.cfg, max_epochs=None, max_epochs_per_train=cfg.model_max_epochs)
+    report = train_model(run, fit)
     run.sac.fit_obs_normalizer(run.replay.all()["obs"])
+    # The model buffer keeps the last retain_rollouts rollouts (Yu et al. 2020, algorithm 2).
+    capacity = cfg.retain_rollouts * cfg.rollout_batch * cfg.horizon
     while run.counters.updates < cfg.gradient_steps:
         if run.counters.updates % cfg.rollout_every == 0:
-            rollout_model(run)
-        run.last_update = run.sac.update(sample_batch(run))
+            rollout_into(run, cfg.horizon, cfg.rollout_batch, capacity, cfg.penalty_coef)
+        run.last_update = run.sac.update(sample_batch(run, cfg.real_ratio))
         run.counters.updates += 1
         if run.counters.updates % cfg.eval_every == 0:
             evaluate(run)
             run.logger.progress(run.counters.updates, run.last_eval)
     if not run.last_eval or run.counters.updates % cfg.eval_every:
         evaluate(run)
-    model.buffer = None  # rollouts are remade from the dataset when fine-tuning starts
+    run.model.buffer = None  # rollouts are remade from the dataset when fine-tuning starts
     checkpoint(run)
     info = {"dataset": source, "dataset_meta": {k: v for k, v in asdict(dataset.meta).items()
                                                 if k != "checksums"},
@@ -69,9 +80,9 @@ def pretrain(run: Run, dataset: Dataset, cfg: MOPOConfig, source: str = "") -> d
 # ------------------------------------------------------------------------------ fine-tune
 def init_from_run(run: Run, source: str | Path, cfg: FinetuneConfig) -> dict[str, Any]:
     """Load the ensemble, elites, policy and critics (optimizers by ``cfg``) of run directory
-    ``source`` into the fresh ``run``, seed its replay with ``source``'s data, set the
-    penalty to anneal from the pretrained lambda, and fill the model buffer once, so the
-    first online step already acts on and learns from the pretrained agent.
+    ``source`` into the fresh ``run``, seed its replay with ``source``'s data and fill the model
+    buffer once (the penalty to anneal from is set by the composition, :func:`finetune_penalty`),
+    so the first online step already acts on and learns from the pretrained agent.
 
     Raises:
         FileNotFoundError: ``source`` has no checkpoint.
@@ -88,20 +99,24 @@ def init_from_run(run: Run, source: str | Path, cfg: FinetuneConfig) -> dict[str
         fresh = run.sac.state_dict()
         sac_state.update({k: fresh[k] for k in _OPTIMIZERS})
     run.sac.load_state_dict(sac_state)
-    info = _pretrain_info(source)
     if cfg.seed_replay and "replay" in buffers:
         data = buffers["replay"].all()
         run.replay.add(data["obs"], data["action"], data["reward"], data["next_obs"],
                        data["terminated"] > 0, data["truncated"] > 0)
-    coef = cfg.penalty_coef if cfg.penalty_coef is not None else info.get("penalty_coef", 0.0)
     if run.model is not None:
         _load_model(run, state, source)
-        run.model.mbpo = replace(run.model.mbpo, penalty_coef=float(coef),
-                                 penalty_anneal_steps=cfg.penalty_anneal_steps)
         if len(run.replay):
             rollout_model(run)
-    return {"init_from": str(ckpt), "penalty_coef": float(coef),
-            "seeded_transitions": len(run.replay)}
+    coef = run.model.mbpo.penalty_coef if run.model is not None else 0.0
+    return {"init_from": str(ckpt), "penalty_coef": coef, "seeded_transitions": len(run.replay)}
+
+
+def finetune_penalty(source: str | Path, cfg: FinetuneConfig) -> float:
+    """The MOPO lambda fine-tuning starts from: ``cfg.penalty_coef``, else the one the run
+    ``source`` was pretrained with (0 for a run that was not pretrained)."""
+    if cfg.penalty_coef is not None:
+        return float(cfg.penalty_coef)
+    return float(_pretrain_info(Path(source)).get("penalty_coef", 0.0))
 
 
 def _load_model(run: Run, state: dict[str, Any], source: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from mbpo_arm.agent.config import EnsembleConfig
 from mbpo_arm.agent.ensemble_train import multistep_error, train_ensemble
 from mbpo_arm.agent.math import annealed_penalty, rollout_horizon
 from mbpo_arm.agent.replay import ReplayBuffer
@@ -115,13 +116,14 @@ def rollout_due(run: Run) -> bool:
     return model_due(run) or step % period == 0 or (last >= 0 and step - last >= period)
 
 
-def train_model(run: Run) -> dict[str, Any]:
-    """Fit the ensemble on all real data, choose elites, measure multi-step error on recent
-    real episodes; the report is logged and appended to ``model_reports.jsonl``."""
+def train_model(run: Run, fit: EnsembleConfig | None = None) -> dict[str, Any]:
+    """Fit the ensemble on all real data (settings ``fit``, default the model's own), choose
+    elites, measure multi-step error on recent real episodes; the report is logged and
+    appended to ``model_reports.jsonl``."""
     model, data = run.model, run.replay.all()
     reward = data["reward"] if model.ensemble.learn_reward else None
     report = train_ensemble(model.ensemble, data["obs"], data["action"], data["next_obs"],
-                            reward, model.cfg, run.rng, run.generator)
+                            reward, fit or model.cfg, run.rng, run.generator)
     model.elites = report.elites
     report.multistep_mse = multistep_error(model.ensemble, model.elites, recent_episodes(data),
                                            model.mbpo.report_horizons, run.generator,
@@ -137,27 +139,39 @@ def train_model(run: Run) -> dict[str, Any]:
 
 
 def rollout_model(run: Run) -> dict[str, float]:
-    """Branched rollouts from real states with the current policy; results go to the model
-    buffer, which is resized when the scheduled horizon changes (as MBPO does)."""
+    """MBPO's branched rollouts: the horizon from the epoch's schedule, the model buffer sized
+    for ``retain_epochs`` of rollouts at that horizon (resized when it changes, as MBPO does),
+    the MOPO penalty annealed over the env steps."""
+    cfg = run.model.mbpo
+    horizon = rollout_horizon(run.counters.env_steps // cfg.epoch_length, cfg.horizon_schedule)
+    penalty = annealed_penalty(cfg.penalty_coef, run.counters.env_steps,
+                               cfg.penalty_anneal_steps)
+    return rollout_into(run, horizon, cfg.rollout_batch, cfg.model_buffer_capacity(horizon),
+                        penalty)
+
+
+def rollout_into(run: Run, horizon: int, batch: int, capacity: int,
+                 penalty: float) -> dict[str, float]:
+    """``batch`` branched rollouts of ``horizon`` steps from real states with the current
+    policy (reward minus ``penalty`` times the largest member's std norm) into the model
+    buffer of ``capacity`` transitions; the shared step of MBPO's and MOPO's schedules."""
     model, cfg = run.model, run.model.mbpo
-    epoch = run.counters.env_steps // cfg.epoch_length
-    model.horizon = rollout_horizon(epoch, cfg.horizon_schedule)
-    ensure_model_buffer(run)
+    model.horizon = horizon
+    ensure_model_buffer(run, capacity)
     run.rolled_out_at = run.counters.env_steps
     # Start states sampled on the CPU: branched_rollout moves them to the model's device once.
-    start = run.replay.sample(cfg.rollout_batch, run.rng).obs.numpy()
+    start = run.replay.sample(batch, run.rng).obs.numpy()
     if cfg.goal_relabel > 0 and model.relabel_fn is not None:
         start = model.relabel_fn(start, cfg.goal_relabel, run.rng)
     data, stats = branched_rollout(
-        model.ensemble, model.elites, run.sac.policy_tensor, start, model.horizon,
-        model.reward_fn, model.termination_fn, run.generator,
-        annealed_penalty(cfg.penalty_coef, run.counters.env_steps, cfg.penalty_anneal_steps),
-        cfg.max_disagreement, cfg.rollout_chunk, model.derive_fn)
+        model.ensemble, model.elites, run.sac.policy_tensor, start, horizon, model.reward_fn,
+        model.termination_fn, run.generator, penalty, cfg.max_disagreement, cfg.rollout_chunk,
+        model.derive_fn)
     finite = np.isfinite(data["next_obs"]).all(-1) & np.isfinite(data["reward"])
     if finite.any():
         model.buffer.add(*(data[k][finite] for k in ("obs", "action", "reward", "next_obs",
                                                       "terminated", "truncated")))
-    run.model_log.update(rollout_horizon=model.horizon, rollout_transitions=int(finite.sum()),
+    run.model_log.update(rollout_horizon=horizon, rollout_transitions=int(finite.sum()),
                          rollout_nonfinite=int((~finite).sum()),
                          rollout_mean_penalty=stats.get("mean_penalty"))
     return stats
@@ -175,13 +189,15 @@ def update_policy(run: Run) -> None:
         run.counters.updates += 1
 
 
-def sample_batch(run: Run) -> TransitionBatch:
-    """A SAC batch: all real without a model (or before its first rollout), else mixed."""
+def sample_batch(run: Run, real_ratio: float | None = None) -> TransitionBatch:
+    """A SAC batch: all real without a model (or before its first rollout), else mixed with
+    ``real_ratio`` real transitions (default MBPO's ``agent.mbpo.real_ratio``)."""
     size = run.sac_cfg.batch_size
     model = run.model
     if model is None or model.buffer is None or len(model.buffer) == 0:
         return run.replay.sample(size, run.rng, run.device)
-    n_real = int(round(size * model.mbpo.real_ratio))
+    ratio = model.mbpo.real_ratio if real_ratio is None else real_ratio
+    n_real = int(round(size * ratio))
     parts = [model.buffer.sample(size - n_real, run.rng, run.device)]
     if n_real:
         parts.append(run.replay.sample(n_real, run.rng, run.device))
@@ -240,10 +256,11 @@ def recent_episodes(data: dict[str, np.ndarray], max_episodes: int = 20
     return episodes
 
 
-def ensure_model_buffer(run: Run) -> None:
-    """(Re)allocate the model buffer for the current horizon, keeping the newest rollouts."""
+def ensure_model_buffer(run: Run, capacity: int | None = None) -> None:
+    """(Re)allocate the model buffer to ``capacity`` transitions (default: MBPO's sizing at
+    the current horizon), keeping the newest rollouts."""
     model = run.model
-    capacity = model.mbpo.model_buffer_capacity(model.horizon)
+    capacity = capacity or model.mbpo.model_buffer_capacity(model.horizon)
     old = model.buffer
     if old is not None and old.capacity == capacity:
         return

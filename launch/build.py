@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 from mbpo_arm.agent.checkpoint import latest_checkpoint, load_checkpoint
 from mbpo_arm.agent.ensemble import ProbabilisticEnsemble
 from mbpo_arm.agent.logger import RunLogger
-from mbpo_arm.agent.mopo import init_from_run
+from mbpo_arm.agent.mopo import finetune_penalty, init_from_run
 from mbpo_arm.agent.replay import ReplayBuffer
 from mbpo_arm.agent.run import Model, Run
 from mbpo_arm.agent.runtime.config import RuntimeConfig
@@ -164,14 +164,18 @@ def plain(rc: RunConfig) -> dict[str, Any]:
 # --------------------------------------------------------------------------- init_from
 def finetune_config(rc: RunConfig) -> RunConfig:
     """With ``init_from``, the policy acts and the model trains from the first online step
-    (no random warm-up: the pretrained agent is the warm-up)."""
+    (no random warm-up: the pretrained agent is the warm-up), and MOPO's penalty anneals from
+    the pretrained lambda to 0 over ``agent.finetune.penalty_anneal_steps``."""
     if not rc.init_from:
         return rc
     if not (Path(rc.init_from) / "checkpoints").exists():
         raise ConfigError(f"init_from={rc.init_from}: no checkpoints there; give a run "
                           "directory made by `mbpo-arm pretrain` or `mbpo-arm train`")
     sac = dataclasses.replace(rc.agent.sac, learning_starts=0)
-    mbpo = dataclasses.replace(rc.agent.mbpo, model_learning_starts=0)
+    finetune = rc.agent.finetune
+    mbpo = dataclasses.replace(rc.agent.mbpo, model_learning_starts=0,
+                               penalty_coef=finetune_penalty(rc.init_from, finetune),
+                               penalty_anneal_steps=finetune.penalty_anneal_steps)
     return dataclasses.replace(rc, agent=dataclasses.replace(rc.agent, sac=sac, mbpo=mbpo))
 
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 
 from mbpo_arm.agent.dataset import describe, load_dataset, save_dataset
 from mbpo_arm.agent.mopo import pretrain as mopo_pretrain
+from mbpo_arm.agent.replay import ReplayBuffer
 from mbpo_arm.configs.loader import load_run_config, save_config
 from mbpo_arm.configs.schema import ConfigError
 from mbpo_arm.envs.factory import make_env
@@ -89,6 +91,7 @@ def pretrain(overrides: list[str]) -> dict[str, Any]:
         run = build_run(rc, run_dir)
         dataset = load_dataset(args["dataset"], run.env.observation_space.shape[0],
                                run.env.action_space.shape[0], task=rc.task.id)
+    run = dataclasses.replace(run, replay=ReplayBuffer.from_dataset(dataset))
     try:
         result = mopo_pretrain(run, dataset, rc.agent.mopo, source=args["dataset"])
     finally:

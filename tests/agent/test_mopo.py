@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import torch
 from mbpo_arm.agent.dataset import DatasetError, DatasetMeta, from_arrays, spec
 from mbpo_arm.agent.logger import read_metrics
 from mbpo_arm.agent.mopo import PRETRAIN_INFO, pretrain
+from mbpo_arm.agent.replay import ReplayBuffer
 from mbpo_arm.agent.run import evaluate_policy
 from mbpo_arm.agent.train import train
 from mbpo_arm.configs.loader import load_run_config
@@ -48,7 +50,9 @@ def test_mopo_learns_from_data_alone_then_fine_tunes(tmp_path: Path) -> None:
     rc, _ = load_run_config([*MOPO, "trainer.total_steps=300"])
     run = build_run(rc, tmp_path / "pre")
     before = evaluate_policy(run.sac, run.eval_env, 10, seed=10_000)["mean_return"]
-    result = pretrain(run, point_mass_dataset(), rc.agent.mopo, source="test")
+    data = point_mass_dataset()
+    run = replace(run, replay=ReplayBuffer.from_dataset(data))
+    result = pretrain(run, data, rc.agent.mopo, source="test")
     assert run.counters.env_steps == 0 and run.counters.updates == 1500  # no env step taken
     evals = [e["eval_return"] for e in read_metrics(tmp_path / "pre") if "eval_return" in e]
     assert len(evals) == 3
