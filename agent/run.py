@@ -1,6 +1,9 @@
 """The state of a training run and how it is saved, restored and evaluated.
 
-:mod:`agent.train` holds the loop; this module holds what the loop works on.
+:mod:`mbpo_arm.agent.train` holds the loop; this module holds what the loop works on, split
+into the parts each phase needs: the :class:`Agent` (what learns), the trainer's
+:class:`Progress` (what it counts and reports), and the :class:`Run` that holds them with the
+envs and the schedule.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 
 from mbpo_arm.agent.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from mbpo_arm.agent.config import EnsembleConfig, MBPOConfig, SACConfig, TrainerConfig
+from mbpo_arm.agent.config import EnsembleConfig, MBPOConfig, TrainerConfig
 from mbpo_arm.agent.ensemble import ProbabilisticEnsemble
 from mbpo_arm.agent.logger import RunLogger
 from mbpo_arm.agent.replay import ReplayBuffer
@@ -26,12 +29,13 @@ from mbpo_arm.agent.sac import SAC
 
 @dataclass
 class Model:
-    """The dynamics side of MBPO: the ensemble, its elites, the buffer of model rollouts, and
-    the task's pure reward (``None``: learned), termination and observation completion
-    (``None``: the prediction as it is) functions."""
+    """The dynamics side of MBPO: the ensemble (``fit``: its size and training settings), the
+    schedule (``mbpo``), its elites, the buffer of model rollouts, and the task's pure reward
+    (``None``: learned), termination and observation completion (``None``: the prediction as
+    it is) functions."""
 
     ensemble: ProbabilisticEnsemble
-    cfg: EnsembleConfig
+    fit: EnsembleConfig
     mbpo: MBPOConfig
     reward_fn: Callable | None
     termination_fn: Callable | None
@@ -40,6 +44,23 @@ class Model:
     buffer: ReplayBuffer | None = None
     elites: list[int] = field(default_factory=list)
     horizon: int = 0
+
+
+@dataclass
+class Agent:
+    """What learns, and what a checkpoint holds of it: the policy (SAC, with its settings),
+    the real transitions, the dynamics model (``None`` for model-free SAC) and the run's
+    random streams (``rng`` for numpy sampling, ``generator`` for torch)."""
+
+    sac: SAC
+    replay: ReplayBuffer
+    rng: np.random.Generator
+    generator: torch.Generator
+    model: Model | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.sac.device
 
 
 @dataclass
@@ -52,48 +73,61 @@ class Counters:
 
 
 @dataclass
-class Run:
-    """Everything one training run holds; the phases below read and change it."""
+class Progress:
+    """The trainer's counters and the figures it reports (recent episodes, the last
+    evaluation, update, model fit and rollout, the shield's interventions per rule)."""
 
-    env: gym.Env
-    eval_env: gym.Env
-    sac: SAC
-    replay: ReplayBuffer
-    cfg: TrainerConfig
-    sac_cfg: SACConfig
-    rng: np.random.Generator
-    generator: torch.Generator
-    logger: RunLogger
-    run_dir: Path
-    seed: int
-    device: torch.device
     counters: Counters = field(default_factory=Counters)
     returns: deque = field(default_factory=lambda: deque(maxlen=20))
     successes: deque = field(default_factory=lambda: deque(maxlen=20))
     episode_return: float = 0.0
     last_eval: dict[str, Any] = field(default_factory=dict)
     last_update: dict[str, float] = field(default_factory=dict)
-    seeded: bool = False  # the env's first reset in this process is seeded
-    model: Model | None = None  # MBPO's model; None for model-free SAC
     model_log: dict[str, Any] = field(default_factory=dict)  # latest model and rollout figures
     rolled_out_at: int = -1  # env step of the last model rollout (-1: none in this process)
     shield_counts: dict[str, int] = field(default_factory=dict)  # interventions per rule
+
+    def end_episode(self, success: float | None) -> None:
+        """Count the finished episode and keep its return (and success, where reported)."""
+        self.counters.episodes += 1
+        self.returns.append(self.episode_return)
+        if success is not None:
+            self.successes.append(success)
+        self.episode_return = 0.0
+
+
+@dataclass
+class Run:
+    """One training run: its envs, what learns (``agent``), the trainer's ``schedule`` and
+    ``progress``, and where results go. The phases of :mod:`mbpo_arm.agent.train` take the
+    parts they use."""
+
+    env: gym.Env
+    eval_env: gym.Env
+    agent: Agent
+    schedule: TrainerConfig
+    logger: RunLogger
+    run_dir: Path
+    seed: int
+    progress: Progress = field(default_factory=Progress)
+    seeded: bool = False  # the env's first reset in this process is seeded
 
 
 # ----------------------------------------------------------------------- save and restore
 def save_run(run: Run) -> Path:
     """Save networks, optimizers, both buffers, counters and RNG states (crash-safe)."""
-    state = {"sac": run.sac.state_dict(), "counters": vars(run.counters).copy(),
-             "rng": run.rng.bit_generator.state, "generator": run.generator.get_state(),
-             "returns": list(run.returns), "successes": list(run.successes),
+    agent, progress = run.agent, run.progress
+    state = {"sac": agent.sac.state_dict(), "counters": vars(progress.counters).copy(),
+             "rng": agent.rng.bit_generator.state, "generator": agent.generator.get_state(),
+             "returns": list(progress.returns), "successes": list(progress.successes),
              "saved_at": time.time()}
-    buffers = {"replay": run.replay}
-    if run.model is not None:
-        state["model"] = {"ensemble": run.model.ensemble.state_dict(),
-                          "elites": run.model.elites, "horizon": run.model.horizon}
-        if run.model.buffer is not None:
-            buffers["model_buffer"] = run.model.buffer
-    return save_checkpoint(run.run_dir, run.counters.env_steps, state, buffers)
+    buffers = {"replay": agent.replay}
+    if agent.model is not None:
+        state["model"] = {"ensemble": agent.model.ensemble.state_dict(),
+                          "elites": agent.model.elites, "horizon": agent.model.horizon}
+        if agent.model.buffer is not None:
+            buffers["model_buffer"] = agent.model.buffer
+    return save_checkpoint(run.run_dir, progress.counters.env_steps, state, buffers)
 
 
 def restore(run: Run, checkpoint_dir: Path | None = None) -> bool:
@@ -102,19 +136,20 @@ def restore(run: Run, checkpoint_dir: Path | None = None) -> bool:
     path = checkpoint_dir or latest_checkpoint(run.run_dir)
     if path is None:
         return False
-    state, buffers = load_checkpoint(path, ("replay", "model_buffer"), map_location=run.device)
-    run.sac.load_state_dict(state["sac"])
-    run.replay = buffers["replay"]
-    run.counters = Counters(**state["counters"])
-    run.rng.bit_generator.state = state["rng"]
-    run.generator.set_state(state["generator"].cpu())
-    run.returns.extend(state["returns"])
-    run.successes.extend(state["successes"])
-    if run.model is not None and "model" in state:
-        run.model.ensemble.load_state_dict(state["model"]["ensemble"])
-        run.model.elites = list(state["model"]["elites"])
-        run.model.horizon = int(state["model"]["horizon"])
-        run.model.buffer = buffers.get("model_buffer")
+    agent, progress = run.agent, run.progress
+    state, buffers = load_checkpoint(path, ("replay", "model_buffer"), map_location=agent.device)
+    agent.sac.load_state_dict(state["sac"])
+    agent.replay = buffers["replay"]
+    progress.counters = Counters(**state["counters"])
+    agent.rng.bit_generator.state = state["rng"]
+    agent.generator.set_state(state["generator"].cpu())
+    progress.returns.extend(state["returns"])
+    progress.successes.extend(state["successes"])
+    if agent.model is not None and "model" in state:
+        agent.model.ensemble.load_state_dict(state["model"]["ensemble"])
+        agent.model.elites = list(state["model"]["elites"])
+        agent.model.horizon = int(state["model"]["horizon"])
+        agent.model.buffer = buffers.get("model_buffer")
     return True
 
 

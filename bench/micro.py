@@ -158,16 +158,17 @@ def mbpo_step_time(device: str, steps: int = 500) -> dict[str, float]:
         run = build_run(rc, Path(tmp))
         obs = start_episode(run)
         phases = {"collect": 0.0, "model": 0.0, "sac": 0.0}
-        warm = run.model.mbpo.model_learning_starts
+        warm = run.agent.model.mbpo.model_learning_starts
         for i in range(warm + steps):
             t0 = time.perf_counter()
             obs = collect_step(run, obs)
             t1 = time.perf_counter()
-            if model_due(run):
-                train_model(run)
-                rollout_model(run)
+            step = run.progress.counters.env_steps
+            if model_due(run.agent.model, step):
+                train_model(run.agent, run.run_dir, step)
+                rollout_model(run.agent, step)
             t2 = time.perf_counter()
-            update_policy(run)
+            update_policy(run.agent, run.progress)
             t3 = time.perf_counter()
             if i >= warm:
                 for k, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2), strict=True):

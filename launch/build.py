@@ -23,7 +23,7 @@ from mbpo_arm.agent.ensemble import ProbabilisticEnsemble
 from mbpo_arm.agent.logger import RunLogger
 from mbpo_arm.agent.mopo import finetune_penalty, init_from_run
 from mbpo_arm.agent.replay import ReplayBuffer
-from mbpo_arm.agent.run import Model, Run
+from mbpo_arm.agent.run import Agent, Model, Run
 from mbpo_arm.agent.runtime.config import RuntimeConfig
 from mbpo_arm.agent.sac import SAC
 from mbpo_arm.agent.train import evaluate
@@ -102,12 +102,12 @@ def build_run(rc: RunConfig, run_dir: Path) -> Run:
     # gets a second copy, so an evaluation leaves the training episode as it was.
     eval_env = env if rc.backend_name not in SIMULATED_BACKENDS else build_env(rc)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    agent = Agent(sac=sac, replay=ReplayBuffer(rc.trainer.replay_capacity, obs_dim, act_dim),
+                  rng=np.random.default_rng(rc.seed), generator=sac.generator,
+                  model=build_model(rc, env) if rc.agent.algo == "mbpo" else None)
     logger = RunLogger(run_dir, rc.logger, plain(rc), rc.trainer.total_steps)
-    run = Run(env=env, eval_env=eval_env, sac=sac,
-              replay=ReplayBuffer(rc.trainer.replay_capacity, obs_dim, act_dim),
-              cfg=rc.trainer, sac_cfg=rc.agent.sac, rng=np.random.default_rng(rc.seed),
-              generator=sac.generator, logger=logger, run_dir=run_dir, seed=rc.seed,
-              device=sac.device, model=build_model(rc, env) if rc.agent.algo == "mbpo" else None)
+    run = Run(env=env, eval_env=eval_env, agent=agent, schedule=rc.trainer, logger=logger,
+              run_dir=run_dir, seed=rc.seed)
     if rc.init_from:
         init_run(run, rc)
     return run
@@ -193,7 +193,10 @@ def init_run(run: Run, rc: RunConfig) -> None:
     :func:`mbpo_arm.agent.mopo.init_from_run`), log what was loaded, and evaluate the loaded
     policy: the online curve starts where pretraining left off (and ``trainer.stop_at`` met
     there ends the run before it takes a step)."""
-    info = init_from_run(run, rc.init_from, rc.agent.finetune)
+    info = init_from_run(run.agent, rc.init_from, rc.agent.finetune)
+    if "rollout_horizon" in info:  # the model buffer was filled at step 0
+        run.progress.rolled_out_at = 0
+        run.progress.model_log.update({k: v for k, v in info.items() if k.startswith("rollout")})
     run.logger.log({"env_steps": 0, **info})
     if latest_checkpoint(run.run_dir) is None:  # not a resume, nor a restarted async learner
         evaluate(run)

@@ -46,7 +46,7 @@ def train(overrides: list[str]) -> dict[str, Any]:
         return stats
     with start_up_errors():
         run = build_run(rc, run_dir)
-    attach_status(run.env, lambda: (run.counters.env_steps, run.counters.updates),
+    attach_status(run.env, lambda: (run.progress.counters.env_steps, run.progress.counters.updates),
                   rc.agent.sac.learning_starts)
     if rc.resume and not restore(run):
         print(f"resume: {run_dir} has no checkpoint yet; starting from step 0", file=sys.stderr)

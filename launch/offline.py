@@ -91,7 +91,8 @@ def pretrain(overrides: list[str]) -> dict[str, Any]:
         run = build_run(rc, run_dir)
         dataset = load_dataset(args["dataset"], run.env.observation_space.shape[0],
                                run.env.action_space.shape[0], task=rc.task.id)
-    run = dataclasses.replace(run, replay=ReplayBuffer.from_dataset(dataset))
+    replay = ReplayBuffer.from_dataset(dataset)
+    run = dataclasses.replace(run, agent=dataclasses.replace(run.agent, replay=replay))
     try:
         result = mopo_pretrain(run, dataset, rc.agent.mopo, source=args["dataset"])
     finally:

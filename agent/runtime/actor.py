@@ -119,22 +119,22 @@ class Actor:
     """The actor's state and its tick; the supervisor owns the loop around it.
 
     Args:
-        env: the task env (its robot paces ``step`` when ``cfg.pacing == "robot"``).
+        env: the task env (its robot paces ``step`` when ``runtime.pacing == "robot"``).
         policy: a CPU :class:`~agent.sac.SAC`; only its actor network is used.
         log: the run's replay log; its ``next_seq`` is this actor's step count.
-        cfg: the runtime settings; ``learning_starts``: random actions before this many steps.
+        runtime: the runtime settings; ``learning_starts``: random actions before this many steps.
         reader: new weights from the learner; ``control``: the shared control block.
         seed: seeds the first reset and the random actions.
     """
 
-    def __init__(self, env: gym.Env, policy: SAC, log: ReplayLog, cfg: RuntimeConfig,
+    def __init__(self, env: gym.Env, policy: SAC, log: ReplayLog, runtime: RuntimeConfig,
                  reader: WeightsReader, control: Any, learning_starts: int, seed: int,
                  gate: Any = None) -> None:
         if gate is not None and not hasattr(env.unwrapped, "hold"):
-            raise ValueError(f"runtime.episode_gate={cfg.episode_gate} needs a robot task "
+            raise ValueError(f"runtime.episode_gate={runtime.episode_gate} needs a robot task "
                              "(ArmReach-*) that can hold position between episodes; "
                              f"{type(env.unwrapped).__name__} cannot")
-        self.env, self.policy, self.log, self.cfg = env, policy, log, cfg
+        self.env, self.policy, self.log, self.runtime = env, policy, log, runtime
         self.gate = gate  # what releases the wait after an episode's reset (None: no wait)
         self.waiting = False  # between episodes, holding until the gate releases
         self.reader, self.control, self.learning_starts = reader, control, learning_starts
@@ -142,7 +142,7 @@ class Actor:
         self.hold = False  # zero actions (holding position) instead of the policy
         self.rng = np.random.default_rng([seed, log.next_seq])
         self.seed = seed + log.next_seq
-        self.schedule = Schedule(cfg.period, cfg.spin_s, cfg.miss_tolerance)
+        self.schedule = Schedule(runtime.period, runtime.spin_s, runtime.miss_tolerance)
         self._template = {k: v.clone() for k, v in policy.acting_state().items()}
         log.on_written = self._written
         self.obs: np.ndarray | None = None
@@ -171,12 +171,12 @@ class Actor:
         frozen. ``between()`` (the supervisor's watch) also runs between a slow reset's
         ticks."""
         torch.set_num_threads(1)
-        applied, lower = raise_priority(self.cfg.priority)
+        applied, lower = raise_priority(self.runtime.priority)
         for helper in (self.log.writer_tid, self.console.tid):  # just below the actor
             raise_thread(helper, applied)
-        unpin = pin(self.cfg.actor_cpus)
+        unpin = pin(self.runtime.actor_cpus)
         self._restore_scheduling = lambda: (lower(), unpin())
-        self.scheduling = {"priority": applied, "actor_cpus": self.cfg.actor_cpus}
+        self.scheduling = {"priority": applied, "actor_cpus": self.runtime.actor_cpus}
         self._between = between
         robot = self._shielded_robot()
         if robot is not None:
@@ -212,7 +212,7 @@ class Actor:
             return
         action = self.choose_action(self.obs)
         next_obs, reward, terminated, truncated, info = self.env.step(action)
-        if self.cfg.pacing == "actor":
+        if self.runtime.pacing == "actor":
             self.schedule.wait()
         self.schedule.mark(time.perf_counter())
         if info.get("shield"):
@@ -244,8 +244,8 @@ class Actor:
         self.version_lag.append(int(self.control[ctl.UPDATES]) - max(self.reader.version, 0))
         self.queue_depth.append(self._queue_depth())
         deadline = self.schedule.next_deadline()
-        if (self.ticks % self.cfg.gc_every_ticks == 0 and deadline is not None
-                and deadline - time.perf_counter() > 0.25 * self.cfg.period):
+        if (self.ticks % self.runtime.gc_every_ticks == 0 and deadline is not None
+                and deadline - time.perf_counter() > 0.25 * self.runtime.period):
             gc.collect(0)
 
     def between_reset_ticks(self) -> None:
@@ -310,7 +310,7 @@ class Actor:
     def _gated_tick(self) -> None:
         """Hold position for one (paced) tick, then poll the gate; no transition."""
         self.obs = self.env.unwrapped.hold()
-        if self.cfg.pacing == "actor":
+        if self.runtime.pacing == "actor":
             self.schedule.wait()
         self.schedule.mark(time.perf_counter())
         self.gated_ticks += 1

@@ -1,7 +1,8 @@
 """The learner process: owns the replay and model buffers, trains without pausing the actor.
 
-It works on an :class:`agent.run.Run` with the phases of :mod:`agent.train` (``model_due``,
-``train_model``, ``rollout_model``, ``update_policy``, ``checkpoint``); only the order differs
+It works on a :class:`~mbpo_arm.agent.run.Run` with the phases of :mod:`mbpo_arm.agent.train`
+(``model_due``, ``train_model``, ``rollout_model``, ``update_policy``, ``evaluate``) and
+:func:`~mbpo_arm.agent.run.save_run`; only the order differs
 from the sync loop: transitions arrive from the actor's queue (gaps, e.g. while the queue was
 full or this process was dead, are read from the replay log), SAC updates run whenever the
 achieved update-to-data ratio is below the target, the model trains when ``model_due`` says
@@ -28,16 +29,16 @@ from typing import Any
 
 import torch
 
-from mbpo_arm.agent.run import Run, restore
+from mbpo_arm.agent.run import Run, restore, save_run
 from mbpo_arm.agent.runtime import control as ctl
 from mbpo_arm.agent.runtime.config import RuntimeConfig
 from mbpo_arm.agent.runtime.priority import pin
 from mbpo_arm.agent.runtime.replay_log import LogRecords, read_log, record_dtype, unpack_records
 from mbpo_arm.agent.runtime.weights import WeightsPublisher, attach_block, flatten
 from mbpo_arm.agent.train import (
-    checkpoint,
     evaluate,
     model_due,
+    model_figures,
     reached_target,
     rollout_due,
     rollout_model,
@@ -51,26 +52,29 @@ LOG_FALLBACK_S = 0.2  # read from the log when the queue has been silent this lo
 class Learner:
     """Ingest, train, publish, checkpoint; see the module docstring."""
 
-    def __init__(self, run: Run, cfg: RuntimeConfig, log_path: Path,
+    def __init__(self, run: Run, runtime: RuntimeConfig, log_path: Path,
                  publisher: WeightsPublisher, q: Any, control: Any) -> None:
-        self.run, self.cfg, self.log_path, self.q, self.control = run, cfg, log_path, q, control
-        self.publisher = publisher
+        self.run, self.runtime, self.log_path = run, runtime, log_path
+        self.agent, self.progress, self.counters = run.agent, run.progress, run.progress.counters
+        self.q, self.control, self.publisher = q, control, publisher
         obs_dim, act_dim = run.env.observation_space.shape[0], run.env.action_space.shape[0]
         self.dims = (obs_dim, act_dim)
         self.dtype = record_dtype(obs_dim, act_dim)
-        self.target_utd = cfg.target_utd if cfg.target_utd is not None else run.sac_cfg.utd
+        self.sac_cfg = run.agent.sac.cfg
+        self.target_utd = runtime.target_utd if runtime.target_utd is not None \
+            else self.sac_cfg.utd
         self.model_pending = False
         self.updates_at_rollout = 0  # SAC updates done when the last model rollout ran
         self.updates_at_model = 0  # ... and when the model last trained
         now = time.monotonic()
         self.t_publish = self.t_checkpoint = self.t_log = self.t_heard = now
         self.updates_published = -1
-        self.window = (now, run.counters.env_steps, run.counters.updates)
-        self.evaluated_at = run.counters.env_steps // run.cfg.eval_every
+        self.window = (now, self.counters.env_steps, self.counters.updates)
+        self.evaluated_at = self.counters.env_steps // run.schedule.eval_every
 
     @property
     def next_seq(self) -> int:
-        return self.run.counters.env_steps
+        return self.counters.env_steps
 
     # ----------------------------------------------------------------------- ingesting
     def ingest(self, records: LogRecords) -> int:
@@ -80,24 +84,22 @@ class Learner:
         read back from the log later. A learner behind the sync loop's ratio goes on ingesting
         (the replay never lags the robot) and trains the model once it has caught up (see
         :meth:`model_allowed`). Returns how many were added."""
-        run, added = self.run, 0
+        added, progress = 0, self.progress
         if self.model_blocks():  # the model trains first, on the data up to its step
             return 0
         for i in range(len(records)):
             if int(records.seq[i]) != self.next_seq:
                 continue
             done = bool(records.terminated[i] or records.truncated[i])
-            run.replay.add(records.obs[i], records.action[i], float(records.reward[i]),
-                           records.next_obs[i], bool(records.terminated[i]),
-                           bool(records.truncated[i]))
-            run.counters.env_steps += 1
-            run.episode_return += float(records.reward[i])
+            self.agent.replay.add(records.obs[i], records.action[i], float(records.reward[i]),
+                                  records.next_obs[i], bool(records.terminated[i]),
+                                  bool(records.truncated[i]))
+            self.counters.env_steps += 1
+            progress.episode_return += float(records.reward[i])
             if done:
-                run.counters.episodes += 1
-                run.returns.append(run.episode_return)
-                run.episode_return = 0.0
+                progress.end_episode(None)
             added += 1
-            if model_due(run):
+            if model_due(self.agent.model, self.next_seq):
                 self.model_pending = True
                 if self.model_blocks():
                     break
@@ -139,21 +141,21 @@ class Learner:
     def updates_due(self) -> float:
         """Updates the target UTD allows now minus those done (as the sync loop counts:
         ``utd`` per step from ``learning_starts`` on)."""
-        steps = self.next_seq - self.run.sac_cfg.learning_starts + 1
-        return self.target_utd * max(steps, 0) - self.run.counters.updates
+        steps = self.next_seq - self.sac_cfg.learning_starts + 1
+        return self.target_utd * max(steps, 0) - self.counters.updates
 
     def learn(self) -> bool:
         """One unit of work: the model when due, else one ``update_policy`` chunk when the
         UTD allows it. ``False``: nothing to do."""
-        run = self.run
         if self.model_blocks():
             self.train_model()
             return True
-        if rollout_due(run) and self.rollout_allowed():
+        if rollout_due(self.agent.model, self.next_seq, self.progress.rolled_out_at) \
+                and self.rollout_allowed():
             self.rollout()
             return True
-        if self.updates_due() >= run.sac_cfg.utd:
-            update_policy(run)
+        if self.updates_due() >= self.sac_cfg.utd:
+            update_policy(self.agent, self.progress)
             return True
         return False
 
@@ -161,20 +163,20 @@ class Learner:
         """Keep the sync loop's ratio of rollouts to updates (``target_utd x rollout_period``
         updates between rollouts): a learner slower than the actor would otherwise spend all
         its time on the rollouts that ``rollout_every`` asks for and update nothing."""
-        return self._caught_up(self.updates_at_rollout, self.run.model.mbpo.rollout_period)
+        return self._caught_up(self.updates_at_rollout, self.agent.model.mbpo.rollout_period)
 
     def model_allowed(self) -> bool:
         """The same for model training (``target_utd x model_train_every`` updates between
         trainings; the first one at once): at 20 Hz a model retrained every 250 steps takes
         more than the 12.5 s between them on a busy CPU, and the learner did nothing else."""
-        model = self.run.model
+        model = self.agent.model
         return not model.elites or self._caught_up(self.updates_at_model,
                                                    model.mbpo.model_train_every)
 
     def _caught_up(self, updates_then: int, env_steps: int) -> bool:
         """The updates since ``updates_then`` are the ``target_utd x env_steps`` that the sync
         loop does in ``env_steps``."""
-        return self.run.counters.updates - updates_then >= self.target_utd * env_steps
+        return self.counters.updates - updates_then >= self.target_utd * env_steps
 
     def model_blocks(self) -> bool:
         """A model training is due and allowed: it goes before ingesting and updating."""
@@ -182,25 +184,27 @@ class Learner:
 
     def train_model(self) -> None:
         """Train the model on the replay as it is now, then roll out."""
-        train_model(self.run)
-        self.updates_at_model = self.run.counters.updates
+        report = train_model(self.agent, self.run.run_dir, self.next_seq)
+        self.progress.model_log.update(model_figures(report))
+        self.updates_at_model = self.counters.updates
         self.model_pending = False
         self.rollout()
 
     def rollout(self) -> None:
-        rollout_model(self.run)
-        self.updates_at_rollout = self.run.counters.updates
+        self.progress.model_log.update(rollout_model(self.agent, self.next_seq))
+        self.progress.rolled_out_at = self.next_seq
+        self.updates_at_rollout = self.counters.updates
 
     def publish(self, force: bool = False) -> None:
         """Publish the actor's weights every ``publish_every_updates`` updates or
         ``publish_every_s`` seconds; versions stay monotonic across restarts."""
-        updates = self.run.counters.updates
+        updates = self.counters.updates
         since = updates - self.updates_published
-        due = since >= self.cfg.publish_every_updates or (
-            since > 0 and time.monotonic() - self.t_publish >= self.cfg.publish_every_s)
+        due = since >= self.runtime.publish_every_updates or (
+            since > 0 and time.monotonic() - self.t_publish >= self.runtime.publish_every_s)
         if not (force or due):
             return
-        sac = self.run.sac
+        sac = self.agent.sac
         version = max(sac.updates, int(self.control[ctl.PUBLISHED]) + 1)
         self.publisher.publish(flatten(sac.acting_state()), version)
         self.control[ctl.PUBLISHED] = version
@@ -209,35 +213,36 @@ class Learner:
     def maybe_checkpoint(self, force: bool = False) -> None:
         """Checkpoint when ``trainer.checkpoint_every`` steps are crossed or
         ``checkpoint_every_s`` passed with new data (or ``force``)."""
-        every = self.run.cfg.checkpoint_every
+        every = self.run.schedule.checkpoint_every
         last = int(self.control[ctl.CHECKPOINT_STEP])
         crossed = last >= 0 and self.next_seq // every > last // every
-        timed = time.monotonic() - self.t_checkpoint >= self.cfg.checkpoint_every_s
+        timed = time.monotonic() - self.t_checkpoint >= self.runtime.checkpoint_every_s
         if force or crossed or (timed and self.next_seq != last):
-            checkpoint(self.run)
+            save_run(self.run)
             self.control[ctl.CHECKPOINT_STEP] = self.next_seq
             self.t_checkpoint = time.monotonic()
 
     def maybe_evaluate(self) -> None:
         """Evaluate once per ``trainer.eval_every`` env steps crossed (from the first SAC
         update on); set ``REACHED`` when ``trainer.stop_at`` is met."""
-        period = self.next_seq // self.run.cfg.eval_every
-        if period <= self.evaluated_at or self.run.counters.updates == 0:
+        schedule = self.run.schedule
+        period = self.next_seq // schedule.eval_every
+        if period <= self.evaluated_at or self.counters.updates == 0:
             return
         self.evaluated_at = period
-        if reached_target(evaluate(self.run), self.run.cfg):
+        if reached_target(evaluate(self.run), schedule):
             self.control[ctl.REACHED] = self.next_seq
             self.run.logger.log({"env_steps": self.next_seq,
-                                 "stopped_at_target": self.run.cfg.stop_at})
+                                 "stopped_at_target": schedule.stop_at})
 
     def maybe_log(self, force: bool = False) -> None:
         """A progress event in ``metrics.jsonl`` every ``log_every_s``: counts, achieved UTD
         (cumulative and over the window since the last event), the last update's figures."""
         now = time.monotonic()
-        if not force and now - self.t_log < self.cfg.log_every_s:
+        if not force and now - self.t_log < self.runtime.log_every_s:
             return
-        c, (t0, s0, u0) = self.run.counters, self.window
-        steps = c.env_steps - self.run.sac_cfg.learning_starts + 1
+        c, (t0, s0, u0), progress = self.counters, self.window, self.progress
+        steps = c.env_steps - self.sac_cfg.learning_starts + 1
         self.run.logger.log({
             "env_steps": c.env_steps, "episodes": c.episodes, "updates": c.updates,
             "achieved_utd": c.updates / steps if steps > 0 else None,
@@ -245,8 +250,8 @@ class Learner:
             if c.env_steps > s0 else None,
             "updates_per_s": (c.updates - u0) / max(now - t0, 1e-9),
             "target_utd": self.target_utd, "weights_version": int(self.control[ctl.PUBLISHED]),
-            "episode_return": self.run.returns[-1] if self.run.returns else None,
-            **self.run.last_update, **self.run.model_log})
+            "episode_return": progress.returns[-1] if progress.returns else None,
+            **progress.last_update, **progress.model_log})
         self.window, self.t_log = (now, c.env_steps, c.updates), now
 
     # ------------------------------------------------------------------------ the loop
@@ -254,7 +259,7 @@ class Learner:
         """Until ``STOP_AT``: ingest, learn, publish, checkpoint, log."""
         while True:
             self.control[ctl.HEARTBEAT_NS] = time.monotonic_ns()
-            self.control[ctl.UPDATES] = self.run.counters.updates
+            self.control[ctl.UPDATES] = self.counters.updates
             got = self.drain()
             stop_at = int(self.control[ctl.STOP_AT])
             if stop_at >= 0:
@@ -270,7 +275,7 @@ class Learner:
             self.maybe_log()
             if not (got or worked):
                 self._wait_for_data()
-        self.control[ctl.UPDATES] = self.run.counters.updates
+        self.control[ctl.UPDATES] = self.counters.updates
         self.maybe_checkpoint(force=True)
         self.maybe_log(force=True)
 
@@ -283,7 +288,7 @@ class Learner:
         self.t_heard = time.monotonic()
 
 
-def learner_main(make_run: Callable[[], Run], cfg: RuntimeConfig, log_path: str,
+def learner_main(make_run: Callable[[], Run], runtime: RuntimeConfig, log_path: str,
                  weights_name: str, q: Any, control: Any) -> None:
     """The learner process's target (spawn): build, restore, catch up, loop, checkpoint.
 
@@ -293,13 +298,13 @@ def learner_main(make_run: Callable[[], Run], cfg: RuntimeConfig, log_path: str,
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    torch.set_num_threads(cfg.learner_threads)
-    pin(cfg.learner_cpus)
+    torch.set_num_threads(runtime.learner_threads)
+    pin(runtime.learner_cpus)
     run = make_run()
     restore(run)
-    control[ctl.CHECKPOINT_STEP] = run.counters.env_steps
+    control[ctl.CHECKPOINT_STEP] = run.progress.counters.env_steps
     block = attach_block(weights_name)
-    learner = Learner(run, cfg, Path(log_path), WeightsPublisher(block), q, control)
+    learner = Learner(run, runtime, Path(log_path), WeightsPublisher(block), q, control)
     learner.from_log(int(control[ctl.ACTOR_STEPS]))
     learner.publish(force=True)
     control[ctl.READY] = 1

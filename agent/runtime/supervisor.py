@@ -39,16 +39,16 @@ class Supervisor:
 
     Args:
         actor: the fixed-rate actor (its log, reader and control block set up).
-        cfg: runtime settings; ``make_run``: a picklable builder of the learner's
+        runtime: runtime settings; ``make_run``: a picklable builder of the learner's
             :class:`agent.run.Run`; ``run_dir``: where the pid and stats files go.
         weights_name: the shared-memory block's name; ``ctx``: a spawn context.
     """
 
-    def __init__(self, actor: Actor, cfg: RuntimeConfig, make_run: Callable[[], Any],
+    def __init__(self, actor: Actor, runtime: RuntimeConfig, make_run: Callable[[], Any],
                  run_dir: Path, weights_name: str, ctx: BaseContext) -> None:
-        if cfg.learner_cpus is None and cfg.actor_cpus is not None:  # before the actor pins
-            cfg = dataclasses.replace(cfg, learner_cpus=other_cpus(cfg.actor_cpus))
-        self.actor, self.cfg, self.make_run, self.run_dir = actor, cfg, make_run, run_dir
+        if runtime.learner_cpus is None and runtime.actor_cpus is not None:  # before pinning
+            runtime = dataclasses.replace(runtime, learner_cpus=other_cpus(runtime.actor_cpus))
+        self.actor, self.runtime, self.make_run, self.run_dir = actor, runtime, make_run, run_dir
         self.weights_name, self.ctx, self.control = weights_name, ctx, actor.control
         self.proc: Any = None
         self.queue: Any = None
@@ -62,11 +62,11 @@ class Supervisor:
     def start_learner(self) -> None:
         """A fresh queue and a new learner process (restores and catches up by itself)."""
         self._drop_queue()
-        self.queue = self.ctx.Queue(self.cfg.queue_size)
+        self.queue = self.ctx.Queue(self.runtime.queue_size)
         self.control[ctl.READY] = 0
         self.proc = self.ctx.Process(
             target=learner_main, name="mbpo-learner", daemon=True,
-            args=(self.make_run, self.cfg, str(self.actor.log.path), self.weights_name,
+            args=(self.make_run, self.runtime, str(self.actor.log.path), self.weights_name,
                   self.queue, self.control))
         self.proc.start()
         atomic_write_text(self.run_dir / PID_FILE, str(self.proc.pid))
@@ -87,10 +87,10 @@ class Supervisor:
             self.learner_events.append(("death", self.actor.ticks))
             self.learner_exitcodes.append(self.proc.exitcode)
             self.died_at = time.monotonic()
-            self.actor.hold = self.cfg.on_learner_death == "hold"
+            self.actor.hold = self.runtime.on_learner_death == "hold"
             self._drop_queue()
-        if (self.died_at is not None and self.restarts < self.cfg.max_restarts
-                and time.monotonic() - self.died_at >= self.cfg.restart_delay_s):
+        if (self.died_at is not None and self.restarts < self.runtime.max_restarts
+                and time.monotonic() - self.died_at >= self.runtime.restart_delay_s):
             self.restarts += 1
             self.learner_events.append(("restart", self.actor.ticks))
             self.start_learner()
@@ -126,7 +126,7 @@ class Supervisor:
         dead. ``True`` when the final checkpoint holds every logged transition."""
         target = self.actor.steps
         self.control[ctl.STOP_AT] = target
-        deadline = time.monotonic() + self.cfg.stop_timeout_s
+        deadline = time.monotonic() + self.runtime.stop_timeout_s
         while time.monotonic() < deadline:
             if self.proc is None or not self.proc.is_alive():
                 if self.proc is not None and self.proc.exitcode == 0 \

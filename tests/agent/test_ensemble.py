@@ -189,6 +189,7 @@ def test_multistep_error_grows_and_is_finite(trained) -> None:
     assert err[1] < err[10]
 
 
+@pytest.mark.slow
 def test_early_stopping_before_cap_and_epoch_cap() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

@@ -70,10 +70,10 @@ def test_mbpo_learns_the_tiny_task(tmp_path: Path) -> None:
     last = reports[-1]
     assert reports[-1]["elite_holdout_mse"] < reports[0]["initial_holdout_mse"]
     assert set(last["multistep_mse"]) == {"1", "5", "10"}
-    assert run.model.buffer is not None and len(run.model.buffer) > 0
-    assert run.model.horizon == 3  # the schedule reached max_h by epoch 3
-    assert run.counters.updates == (1500 - 300 + 1) * 4  # from step 300 on, UTD 4
-    assert run.model.ensemble.learn_reward  # PointMass has no known reward function
+    assert run.agent.model.buffer is not None and len(run.agent.model.buffer) > 0
+    assert run.agent.model.horizon == 3  # the schedule reached max_h by epoch 3
+    assert run.progress.counters.updates == (1500 - 300 + 1) * 4  # from step 300 on, UTD 4
+    assert run.agent.model.ensemble.learn_reward  # PointMass has no known reward function
 
 
 @pytest.mark.slow
@@ -84,9 +84,10 @@ def test_checkpoint_holds_model_and_both_buffers(tmp_path: Path) -> None:
     assert (ckpt / "replay.npz").exists() and (ckpt / "model_buffer.npz").exists()
     fresh = make_run(tmp_path, 600)
     assert restore(fresh)
-    assert fresh.counters.env_steps == 600 and fresh.model.elites == run.model.elites
-    assert len(fresh.model.buffer) == len(run.model.buffer)
-    for a, b in zip(fresh.model.ensemble.parameters(), run.model.ensemble.parameters(),
+    assert fresh.progress.counters.env_steps == 600
+    assert fresh.agent.model.elites == run.agent.model.elites
+    assert len(fresh.agent.model.buffer) == len(run.agent.model.buffer)
+    for a, b in zip(fresh.agent.model.ensemble.parameters(), run.agent.model.ensemble.parameters(),
                     strict=True):
         assert torch.equal(a, b)
 
@@ -124,35 +125,36 @@ def test_sac_batches_mix_real_and_model_data_by_the_ratio(tmp_path: Path) -> Non
     n = 500
     real = (np.zeros((n, 2)), np.zeros((n, 2)), np.zeros(n), np.zeros((n, 2)),
             np.zeros(n, bool), np.zeros(n, bool))
-    run.replay.add(*real)
-    assert len(sample_batch(run)) == 100  # no model data yet: all real
-    run.model.horizon = 1
-    ensure_model_buffer(run)
-    run.model.buffer.add(np.ones((n, 2)), rng.uniform(-1, 1, (n, 2)), np.ones(n),
+    run.agent.replay.add(*real)
+    assert len(sample_batch(run.agent)) == 100  # no model data yet: all real
+    run.agent.model.horizon = 1
+    ensure_model_buffer(run.agent)
+    run.agent.model.buffer.add(np.ones((n, 2)), rng.uniform(-1, 1, (n, 2)), np.ones(n),
                          np.ones((n, 2)), np.zeros(n, bool), np.zeros(n, bool))
-    batch = sample_batch(run)
+    batch = sample_batch(run.agent)
     assert len(batch) == 100 and int((batch.reward == 0).sum()) == 25
 
 
 def test_model_buffer_is_sized_by_the_horizon_and_keeps_the_newest(tmp_path: Path) -> None:
     run = make_run(tmp_path, 300, "agent.mbpo.rollout_batch=10", "agent.mbpo.epoch_length=20",
                    "agent.mbpo.model_train_every=10", "agent.mbpo.retain_epochs=1")
-    run.model.horizon = 1
-    ensure_model_buffer(run)
-    assert run.model.buffer.capacity == 1 * 2 * 10 * 1  # epochs x rollouts/epoch x batch x h
+    run.agent.model.horizon = 1
+    ensure_model_buffer(run.agent)
+    assert run.agent.model.buffer.capacity == 1 * 2 * 10 * 1  # epochs x rollouts/epoch x batch x h
     n = 20
     rewards = np.arange(n, dtype=np.float64)
-    run.model.buffer.add(np.zeros((n, 2)), np.zeros((n, 2)), rewards, np.zeros((n, 2)),
+    run.agent.model.buffer.add(np.zeros((n, 2)), np.zeros((n, 2)), rewards, np.zeros((n, 2)),
                          np.zeros(n, bool), np.zeros(n, bool))
-    run.model.horizon = 3
-    ensure_model_buffer(run)
-    assert run.model.buffer.capacity == 60
-    np.testing.assert_array_equal(run.model.buffer.all()["reward"], rewards)
-    run.model.horizon = 1
-    ensure_model_buffer(run)
-    np.testing.assert_array_equal(run.model.buffer.all()["reward"], rewards)
+    run.agent.model.horizon = 3
+    ensure_model_buffer(run.agent)
+    assert run.agent.model.buffer.capacity == 60
+    np.testing.assert_array_equal(run.agent.model.buffer.all()["reward"], rewards)
+    run.agent.model.horizon = 1
+    ensure_model_buffer(run.agent)
+    np.testing.assert_array_equal(run.agent.model.buffer.all()["reward"], rewards)
 
 
+@pytest.mark.slow
 def test_stop_at_ends_the_run_at_the_first_good_evaluation(tmp_path: Path) -> None:
     rc, _ = load_run_config(["task.id=PointMass-v0", "task.max_episode_steps=30",
                              "logger.wandb=disabled", "logger.progress=false",
@@ -164,7 +166,7 @@ def test_stop_at_ends_the_run_at_the_first_good_evaluation(tmp_path: Path) -> No
     train(run)
     events = read_metrics(tmp_path)
     assert events[-1] == {"env_steps": 300, "stopped_at_target": -1000}
-    assert run.counters.env_steps == 300
+    assert run.progress.counters.env_steps == 300
     assert latest_checkpoint(tmp_path).name == "step_00000300"
 
 
@@ -177,7 +179,7 @@ def test_rollouts_start_from_relabelled_states_when_the_task_has_goals(tmp_path:
     run = make_run(tmp_path, 300, "agent.mbpo.goal_relabel=0.3", "agent.mbpo.rollout_batch=50",
                    "agent.mbpo.horizon_schedule=[1,1,1,1]")
     n = 200
-    run.replay.add(np.zeros((n, 2)), np.zeros((n, 2)), np.zeros(n), np.zeros((n, 2)),
+    run.agent.replay.add(np.zeros((n, 2)), np.zeros((n, 2)), np.zeros(n), np.zeros((n, 2)),
                    np.zeros(n, bool), np.zeros(n, bool))
     calls = []
 
@@ -185,10 +187,10 @@ def test_rollouts_start_from_relabelled_states_when_the_task_has_goals(tmp_path:
         calls.append((obs.shape, fraction))
         return np.full_like(obs, 7.0)
 
-    run.model.relabel_fn, run.model.elites = relabel, [0, 1, 2]
-    rollout_model(run)
+    run.agent.model.relabel_fn, run.agent.model.elites = relabel, [0, 1, 2]
+    rollout_model(run.agent, run.progress.counters.env_steps)
     assert calls == [((50, 2), 0.3)]
-    np.testing.assert_array_equal(run.model.buffer.all()["obs"], 7.0)
+    np.testing.assert_array_equal(run.agent.model.buffer.all()["obs"], 7.0)
 
 
 def test_rollouts_come_every_rollout_every_steps_and_after_each_model_training(
@@ -199,18 +201,17 @@ def test_rollouts_come_every_rollout_every_steps_and_after_each_model_training(
     from mbpo_arm.agent.train import rollout_due
 
     run = make_run(tmp_path, 300, "agent.mbpo.rollout_every=40")  # model every 150 from 300
-    assert not rollout_due(run)  # no trained model yet
-    run.model.elites = [0, 1, 2]
-    due = []
+    model = run.agent.model
+    assert not rollout_due(model, 300, -1)  # no trained model yet
+    model.elites = [0, 1, 2]
+    due, last = [], -1
     for step in range(300, 460):
-        run.counters.env_steps = step
-        if rollout_due(run):
+        if rollout_due(model, step, last):
             due.append(step)
-            run.rolled_out_at = step
+            last = step
     assert due == [300, 320, 360, 400, 440, 450]
-    assert not rollout_due(run)  # same step again: not twice
-    run.counters.env_steps = 505  # the learner jumped past 480 and 500
-    assert rollout_due(run)
+    assert not rollout_due(model, 450, last)  # same step again: not twice
+    assert rollout_due(model, 505, last)  # the learner jumped past 480 and 500
 
 
 def async_learner(tmp_path: Path, *extra: str):
@@ -223,14 +224,15 @@ def async_learner(tmp_path: Path, *extra: str):
     run = make_run(tmp_path, 300, *extra, "agent.mbpo.rollout_batch=50")
     n = 400
     rng = np.random.default_rng(0)
-    run.replay.add(rng.normal(size=(n, 2)), rng.uniform(-1, 1, (n, 2)), np.zeros(n),
+    run.agent.replay.add(rng.normal(size=(n, 2)), rng.uniform(-1, 1, (n, 2)), np.zeros(n),
                    rng.normal(size=(n, 2)), np.zeros(n, bool), np.zeros(n, bool))
-    run.counters.env_steps, run.model.elites = n, [0, 1, 2]
+    run.progress.counters.env_steps, run.agent.model.elites = n, [0, 1, 2]
     learner = Learner(run, RuntimeConfig(mode="async"), tmp_path / "replay.log", None, None,
                       {})
     return run, learner, rng
 
 
+@pytest.mark.slow
 def test_a_slow_async_learner_keeps_the_sync_ratio_of_rollouts_to_updates(
         tmp_path: Path) -> None:
     """When the actor outpaces the learner, every ``learn`` could find a rollout due (a period
@@ -240,14 +242,15 @@ def test_a_slow_async_learner_keeps_the_sync_ratio_of_rollouts_to_updates(
                                     "agent.sac.utd=4")
     kinds = []
     for _ in range(60):
-        run.counters.env_steps += 20  # the actor ran on during the last piece of work
-        updates = run.counters.updates
+        run.progress.counters.env_steps += 20  # the actor ran on during the last piece of work
+        updates = run.progress.counters.updates
         learner.learn()
-        kinds.append("update" if run.counters.updates > updates else "rollout")
+        kinds.append("update" if run.progress.counters.updates > updates else "rollout")
     assert kinds.count("rollout") >= 1
     assert kinds.count("update") >= 0.85 * len(kinds)  # 40 updates (10 x 4) per rollout
 
 
+@pytest.mark.slow
 def test_a_slow_async_learner_keeps_the_sync_ratio_of_model_trainings_to_updates(
         tmp_path: Path) -> None:
     """At 20 Hz a model training can take longer than the steps between two of them; a
@@ -266,18 +269,18 @@ def test_a_slow_async_learner_keeps_the_sync_ratio_of_model_trainings_to_updates
 
     learner.train_model = train_and_count  # type: ignore[method-assign]
     for _ in range(60):
-        run.counters.env_steps += 20  # a model training is due after every piece of work
+        run.progress.counters.env_steps += 20  # a model training is due after every piece of work
         learner.model_pending = True
-        updates = run.counters.updates
+        updates = run.progress.counters.updates
         if not learner.model_blocks():  # the replay keeps up with the actor meanwhile
-            step = run.counters.env_steps
+            step = run.progress.counters.env_steps
             one = LogRecords(np.array([step]), rng.normal(size=(1, 2)).astype(np.float32),
                              np.zeros((1, 2), np.float32), np.zeros(1, np.float32),
                              rng.normal(size=(1, 2)).astype(np.float32), np.zeros(1, bool),
                              np.zeros(1, bool))
-            assert learner.ingest(one) == 1 and run.counters.env_steps == step + 1
+            assert learner.ingest(one) == 1 and run.progress.counters.env_steps == step + 1
         learner.learn()
-        if run.counters.updates > updates:
+        if run.progress.counters.updates > updates:
             kinds.append("update")
     assert 2 <= kinds.count("model") <= 3  # one per 40 updates (2 x 20)
     assert kinds.count("update") >= 0.9 * 60

@@ -49,15 +49,16 @@ def test_mopo_learns_from_data_alone_then_fine_tunes(tmp_path: Path) -> None:
     torch.set_num_threads(1)
     rc, _ = load_run_config([*MOPO, "trainer.total_steps=300"])
     run = build_run(rc, tmp_path / "pre")
-    before = evaluate_policy(run.sac, run.eval_env, 10, seed=10_000)["mean_return"]
+    before = evaluate_policy(run.agent.sac, run.eval_env, 10, seed=10_000)["mean_return"]
     data = point_mass_dataset()
-    run = replace(run, replay=ReplayBuffer.from_dataset(data))
+    run = replace(run, agent=replace(run.agent, replay=ReplayBuffer.from_dataset(data)))
     result = pretrain(run, data, rc.agent.mopo, source="test")
-    assert run.counters.env_steps == 0 and run.counters.updates == 1500  # no env step taken
+    counters = run.progress.counters
+    assert counters.env_steps == 0 and counters.updates == 1500  # no env step taken
     evals = [e["eval_return"] for e in read_metrics(tmp_path / "pre") if "eval_return" in e]
     assert len(evals) == 3
     assert result["eval_return"] > before + 3.0, (before, evals)  # random start: about -15
-    assert run.model_log["rollout_mean_penalty"] > 0
+    assert run.progress.model_log["rollout_mean_penalty"] > 0
     info = json.loads((tmp_path / "pre" / PRETRAIN_INFO).read_text())
     assert info["penalty_coef"] == 1.0 and info["model_report"]["elites"]
     run.logger.close()
@@ -69,17 +70,18 @@ def test_mopo_learns_from_data_alone_then_fine_tunes(tmp_path: Path) -> None:
     rc2 = finetune_config(rc2)
     assert rc2.agent.sac.learning_starts == 0 and rc2.agent.mbpo.model_learning_starts == 0
     ft = build_run(rc2, tmp_path / "ft")
-    for k, v in run.sac.actor.state_dict().items():
-        torch.testing.assert_close(ft.sac.actor.state_dict()[k], v.to(ft.device))
-    assert len(ft.replay) == 1200 and len(ft.model.buffer) > 0
-    assert ft.model.mbpo.penalty_coef == 1.0 and ft.model.mbpo.penalty_anneal_steps == 100
-    start = evaluate_policy(ft.sac, ft.eval_env, 10, seed=10_000)["mean_return"]
+    for k, v in run.agent.sac.actor.state_dict().items():
+        torch.testing.assert_close(ft.agent.sac.actor.state_dict()[k], v.to(ft.agent.device))
+    assert len(ft.agent.replay) == 1200 and len(ft.agent.model.buffer) > 0
+    mbpo = ft.agent.model.mbpo
+    assert mbpo.penalty_coef == 1.0 and mbpo.penalty_anneal_steps == 100
+    start = evaluate_policy(ft.agent.sac, ft.eval_env, 10, seed=10_000)["mean_return"]
     assert start > before + 3.0  # the pretrained policy acts from the first online step
     first = [e for e in read_metrics(tmp_path / "ft") if "eval_return" in e]
     assert [e["env_steps"] for e in first] == [0]  # the curve starts with the loaded policy
     assert first[0]["eval_return"] > before + 3.0
     final = train(ft)
-    assert ft.counters.env_steps == 150 and len(ft.replay) == 1350
+    assert ft.progress.counters.env_steps == 150 and len(ft.agent.replay) == 1350
     assert final["eval_return"] > before + 3.0
 
     # A pretrained policy that already meets trainer.stop_at ends the run before a step.
@@ -88,7 +90,7 @@ def test_mopo_learns_from_data_alone_then_fine_tunes(tmp_path: Path) -> None:
                               f"trainer.stop_at={first[0]['eval_return'] - 1.0}"])
     done = build_run(finetune_config(rc3), tmp_path / "done")
     train(done)
-    assert done.counters.env_steps == 0
+    assert done.progress.counters.env_steps == 0
     assert any(e.get("stopped_at_target") is not None for e in read_metrics(tmp_path / "done"))
 
 

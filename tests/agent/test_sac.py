@@ -148,6 +148,7 @@ def bandit_buffer(rng: np.random.Generator, n: int = 2000) -> ReplayBuffer:
     return buffer
 
 
+@pytest.mark.slow
 def test_critic_loss_falls_on_a_regression_problem() -> None:
     rng = np.random.default_rng(0)
     buffer = bandit_buffer(rng)
@@ -156,6 +157,7 @@ def test_critic_loss_falls_on_a_regression_problem() -> None:
     assert np.mean(losses[:10]) > 50 * np.mean(losses[-10:])
 
 
+@pytest.mark.slow
 def test_actor_learns_the_best_action_of_a_continuous_bandit() -> None:
     rng = np.random.default_rng(0)
     n = 2000

@@ -9,6 +9,7 @@ import math
 import time
 
 import numpy as np
+import pytest
 
 from mbpo_arm.hardware.config import WatchdogSettings
 from mbpo_arm.hardware.estop import EStop
@@ -58,6 +59,7 @@ def test_a_refused_move_stops_at_its_tick_bound(so101, geometry) -> None:
     assert robot.last_result.reasons == ("collision",)
 
 
+@pytest.mark.slow
 def test_stalled_ticks_stop_at_the_wall_clock_bound(so101, geometry, capsys) -> None:
     robot = shielded_twin(so101, geometry)
     original = robot.robot.advance

@@ -73,6 +73,7 @@ def joint_state(names: list[str], position: list[float]) -> m.JointState:
     return m.JointState(name=names, position=position, velocity=[])
 
 
+@pytest.mark.slow
 def test_maps_joint_names_and_rejects_messages_missing_joints(peer: Any) -> None:
     domain, arm = peer
     cfg = Ros2Config(domain_id=domain, ros_joint_names=WIRE, connect_timeout_s=1.0)

@@ -149,6 +149,7 @@ def test_position_mode_and_limit_registers_hold_the_calibrated_range(arm) -> Non
         assert emulator._reg(k, "max_position_limit") == emulator.safe_high[k]
 
 
+@pytest.mark.slow
 def test_reset_moves_slowly_and_disconnect_releases_torque(arm) -> None:
     emulator, robot = arm
     target = robot.home_position.copy()
@@ -163,6 +164,7 @@ def test_reset_moves_slowly_and_disconnect_releases_torque(arm) -> None:
     assert not emulator.torque().any()
 
 
+@pytest.mark.slow
 def test_dynamixel_bus_watchdog_stops_a_quiet_host_and_is_rearmed(tmp_path: Path) -> None:
     with ServoEmulator("dynamixel") as emulator:
         robot = robot_on(emulator, tmp_path, watchdog=0.1)

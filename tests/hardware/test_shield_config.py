@@ -118,14 +118,14 @@ def test_interventions_reach_the_run_metrics(tmp_path) -> None:
                              f"run_dir={tmp_path}"])
     run = build_run(rc, tmp_path)
     try:
-        run.rng = np.random.default_rng(0)
+        run.agent.rng = np.random.default_rng(0)
         obs, _ = run.env.reset(seed=0)
         for _ in range(100):  # uniform random actions before learning_starts
             obs = collect_step(run, obs)
-        assert sum(run.shield_counts.values()) > 0
+        assert sum(run.progress.shield_counts.values()) > 0
         evaluate(run)
         event = read_metrics(tmp_path)[-1]
-        for rule, n in run.shield_counts.items():
+        for rule, n in run.progress.shield_counts.items():
             assert event[f"shield_{rule}"] == n
     finally:
         run.logger.close()

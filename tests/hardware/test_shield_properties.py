@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -81,6 +82,7 @@ def run_episode(shield: Shield, cfg: ShieldConfig, ticks, following: bool) -> No
         prev = c.copy()
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ticks=episodes(), following=st.booleans())
 def test_no_command_breaks_a_limit_with_geometry(so101, geometry, ticks, following) -> None:
@@ -88,6 +90,7 @@ def test_no_command_breaks_a_limit_with_geometry(so101, geometry, ticks, followi
     run_episode(shield, so101, ticks, following)
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(ticks=episodes(), following=st.booleans())
 def test_no_command_breaks_a_joint_limit_with_jerk(so101, ticks, following) -> None:
