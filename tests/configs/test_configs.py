@@ -11,7 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from mbpo_arm.configs.loader import load_run_config
 from mbpo_arm.configs.schema import BACKEND_SCHEMAS, CONFIG_DIR, ConfigError, RunConfig, options
-from mbpo_arm.launch.build import build_policy
+from mbpo_arm.launch.build import build_policy, build_run
 from tests.hardware.emulated import emulated_arm
 from tests.hardware.ros2_helpers import fresh_domain, twin_driver_thread
 
@@ -45,6 +45,23 @@ def test_every_yaml_composes_and_builds(group: str, option: str, tmp_path) -> No
         action = sac.act(obs)
         assert action.shape == env.action_space.shape
         env.step(action)
+
+
+@pytest.mark.parametrize("option", [o for o in options("agent") if o != "sac"])
+def test_every_agent_preset_builds_its_model(option: str, tmp_path) -> None:
+    """The model-based presets build the whole run (the ensemble of their sizes, the task's
+    model functions) on the task they name, not only compose."""
+    task = next((t for t in ("hopper", "inverted_pendulum") if t in option), "reach")
+    rc, _ = load_run_config([f"agent={option}", f"task={task}", "logger.wandb=disabled"])
+    run = build_run(rc, tmp_path)
+    try:
+        model = run.agent.model
+        assert model is not None and model.ensemble.members == rc.agent.model.members
+        assert model.mbpo == rc.agent.mbpo and model.mbpo.model_learning_starts is not None
+    finally:
+        run.logger.close()
+        run.env.close()
+        run.eval_env.close()
 
 
 @pytest.mark.parametrize("backend", sorted(BACKEND_SCHEMAS))
