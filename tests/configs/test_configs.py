@@ -18,8 +18,15 @@ from tests.hardware.ros2_helpers import fresh_domain, twin_driver_thread
 GROUPS = ("backend", "task", "agent", "logger", "runtime")
 
 
-@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)]
-                         + [("robot", o) for o in options("robot")])
+def case(group: str, option: str) -> object:
+    """A hardware case (the servo emulator on a pty, the ROS 2 twin over DDS) is slow."""
+    hardware = group == "robot" or (group, option) in (("backend", "serial"),
+                                                        ("backend", "ros2"))
+    return pytest.param(group, option, marks=pytest.mark.slow) if hardware else (group, option)
+
+
+@pytest.mark.parametrize("group,option", [case(g, o) for g in (*GROUPS, "robot")
+                                          for o in options(g)])
 def test_every_yaml_composes_and_builds(group: str, option: str, tmp_path) -> None:
     with ExitStack() as stack:
         overrides = [f"{group}={option}", "logger.wandb=disabled"]

@@ -116,8 +116,12 @@ def test_the_config_layer_and_the_cli_load_nothing_heavy(module: str) -> None:
 
 
 def test_every_package_folder_is_installed() -> None:
-    """pyproject lists each package explicitly (the folders are mapped into mbpo_arm)."""
+    """pyproject lists each package explicitly (the folders are mapped into mbpo_arm), and
+    each data folder as a package of data."""
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
         "packages"])
     packages = {name for name, path in modules().items() if path.name == "__init__.py"}
-    assert packages == listed
+    data = {".".join(("mbpo_arm", *p.parent.relative_to(ROOT).parts))
+            for layer in LAYERS for p in (ROOT / layer).rglob("*")
+            if p.suffix in (".yaml", ".xml") and not (p.parent / "__init__.py").exists()}
+    assert packages | data == listed

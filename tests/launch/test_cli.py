@@ -52,6 +52,7 @@ def test_train_then_eval_end_to_end(tmp_path: Path) -> None:
     assert result["video"] == str(video) and video.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_bad_override_is_one_line_error() -> None:
     proc = cli("train", "--backend", "mujoco", "trainer.total_steps=abc", check=False)
     assert proc.returncode == 2
@@ -59,6 +60,7 @@ def test_bad_override_is_one_line_error() -> None:
     assert len(lines) == 1 and "trainer.total_steps" in lines[0]
 
 
+@pytest.mark.slow
 def test_missing_model_file_is_one_line_error(tmp_path: Path) -> None:
     proc = cli("train", "--backend", "mujoco", f"backend.model_path={tmp_path}/arm.xml",
                check=False)
@@ -67,6 +69,7 @@ def test_missing_model_file_is_one_line_error(tmp_path: Path) -> None:
     assert len(lines) == 1 and "arm.xml" in lines[0] and "backend.model_path" in lines[0]
 
 
+@pytest.mark.slow
 def test_unknown_backend_lists_the_choices() -> None:
     proc = cli("train", "--backend", "warp", check=False)
     assert proc.returncode == 2 and "mujoco" in proc.stderr
@@ -100,6 +103,7 @@ def test_sigkill_then_resume_continues_the_step_count(tmp_path: Path) -> None:
     assert replay.total_added == killed_at + 200  # no step counted twice, none lost before it
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", ["nonexistent_run"])
 def test_eval_of_missing_run_is_clear(bad: str, tmp_path: Path) -> None:
     proc = cli("eval", str(tmp_path / bad), check=False)

@@ -63,6 +63,7 @@ def test_training_over_the_wire(robot: str, protocol: str, tmp_path: Path,
     assert -30 < final["eval_return"] < 0  # minus the distance (m) per step, 50 steps
 
 
+@pytest.mark.slow
 def test_calibrate_walks_through_and_finds_the_arms_mounting(tmp_path: Path) -> None:
     """`mbpo-arm calibrate` with scripted answers, while the test moves the limp joints as a
     person would; the file it writes matches the emulated arm's real mounting."""

@@ -51,6 +51,7 @@ def actor(tmp_path: Path):
     a.reader.block.shm.unlink()
 
 
+@pytest.mark.slow
 def test_weights_published_during_a_slow_reset_are_used_at_the_next_tick(actor: Actor) -> None:
     publisher = WeightsPublisher(actor.reader.block)
     learner = SAC(19, 5, SACConfig(hidden=(16, 16)), generator=torch.Generator().manual_seed(1))
@@ -81,6 +82,7 @@ def test_weights_published_during_a_slow_reset_are_used_at_the_next_tick(actor: 
     assert robot.between_ticks is None
 
 
+@pytest.mark.slow
 def test_a_file_gate_holds_between_episodes_without_logging(tmp_path: Path, capsys) -> None:
     go = tmp_path / "next-episode"
     actor = make_actor(tmp_path, FileGate(go), episode_gate="file", gate_file=str(go))

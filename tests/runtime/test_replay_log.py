@@ -105,6 +105,7 @@ while True:
 """
 
 
+@pytest.mark.slow
 def test_sigkill_mid_append_leaves_complete_records(tmp_path: Path) -> None:
     path = tmp_path / "r.log"
     code = WRITER.format(root=str(ROOT), path=str(path), obs=OBS, act=ACT)

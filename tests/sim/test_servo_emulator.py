@@ -16,6 +16,7 @@ from mbpo_arm.sim.twin import TwinRobot
 from tests.hardware.emulated import robot_on
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("protocol", ["feetech", "dynamixel"])
 def test_same_commands_give_the_twins_joint_trajectory(protocol: str, tmp_path: Path) -> None:
     """Over the wire and in the twin, 1.5 s of the same commands give the same joint
