@@ -15,6 +15,7 @@ is used here; the composition root (:mod:`mbpo_arm.launch.build`) builds the env
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,10 @@ from mbpo_arm.agent.types import TransitionBatch
 
 
 # ------------------------------------------------------------------------------- the loop
-def train(run: Run) -> dict[str, Any]:
-    """Run until ``total_steps`` env steps; returns the final evaluation."""
+def train(run: Run, stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
+    """Run until ``total_steps`` env steps, or until ``stop()`` (asked after each step: a
+    signal handler's flag) ends it early after a final checkpoint; returns the last
+    evaluation."""
     schedule, progress, agent = run.schedule, run.progress, run.agent
     counters = progress.counters
     if counters.env_steps == 0 and reached_target(progress.last_eval, schedule):
@@ -60,6 +63,9 @@ def train(run: Run) -> dict[str, Any]:
             report_progress(run)
         if step % schedule.checkpoint_every == 0:
             save_run(run)
+        if stop():
+            save_run(run)
+            return progress.last_eval
     if counters.env_steps % schedule.eval_every or not progress.last_eval:
         evaluate(run)
     save_run(run)

@@ -17,6 +17,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from mbpo_arm.configs.describe import defaults_list
 from mbpo_arm.configs.schema import (
     CONFIG_DIR,
     ConfigError,
@@ -93,7 +94,8 @@ def load_run_config(overrides: list[str]) -> tuple[RunConfig, DictConfig]:
             raise ConfigError(f"resume={resume}: no {SAVED_CONFIG} there; give a run directory "
                               "made by `mbpo-arm train`")
         cfg = OmegaConf.load(saved)
-        rest = [o for o in overrides if not o.startswith("resume=")]
+        rest = _keep_groups(resume, [o for o in overrides if not o.startswith("resume=")],
+                            str(cfg.get("backend_name", "mujoco")))
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(rest))
         cfg.resume, cfg.run_dir = resume, resume
         backend = str(cfg.get("backend_name", "mujoco"))
@@ -102,12 +104,35 @@ def load_run_config(overrides: list[str]) -> tuple[RunConfig, DictConfig]:
     return validate(cfg, backend), cfg
 
 
+def _keep_groups(resume: str, overrides: list[str], backend: str) -> list[str]:
+    """The overrides of a resumed run, which keeps the presets it was made with: a group
+    choice (``agent=mbpo``) is a :class:`ConfigError` saying what can change instead; the
+    run's own backend (``--backend mujoco`` again) is dropped."""
+    groups = set(defaults_list(CONFIG_DIR / "train.yaml"))
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if key in groups and not (key == "backend" and value == backend):
+            kept = ", ".join(sorted(groups - {key}))
+            raise ConfigError(f"{key}={value} cannot change on resume: a run keeps its {key} "
+                              f"(and {kept}); set single keys instead, e.g. "
+                              f"trainer.total_steps=N, or start a new run without "
+                              f"resume={resume}")
+    return [o for o in overrides if o != f"backend={backend}"]
+
+
+def config_yaml(rc: RunConfig, run_dir: str | Path | None = None) -> str:
+    """The validated config as YAML: what ``config.yaml`` holds and ``--show-config``
+    prints."""
+    plain = json.loads(json.dumps(asdict(rc), default=str))
+    if run_dir is not None:
+        plain["run_dir"] = str(run_dir)
+    return OmegaConf.to_yaml(OmegaConf.create(plain))
+
+
 def save_config(rc: RunConfig, run_dir: Path) -> Path:
     """Write the run's validated config as ``config.yaml`` (what ``resume=`` reloads)."""
-    plain = json.loads(json.dumps(asdict(rc), default=str))
-    plain["run_dir"] = str(run_dir)
     path = Path(run_dir) / SAVED_CONFIG
     tmp = path.with_name(f".{path.name}.tmp")  # crash-safe: write aside, then rename
-    tmp.write_text(OmegaConf.to_yaml(OmegaConf.create(plain)), encoding="utf-8")
+    tmp.write_text(config_yaml(rc, run_dir), encoding="utf-8")
     os.replace(tmp, path)
     return path

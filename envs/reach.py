@@ -32,7 +32,12 @@ from mbpo_arm.envs.tasks import (
 from mbpo_arm.hardware.robot import Robot
 from mbpo_arm.sim.config import TwinConfig
 from mbpo_arm.sim.kinematics import ArmKinematics
-from mbpo_arm.sim.twin import TwinRobot
+from mbpo_arm.sim.twin import Marker, TwinRobot
+
+VIDEO_CAMERA = "workspace"  # the MJCF camera that frames the reach workspace
+VIDEO_SIZE = (480, 360)  # width, height of a rendered frame (px)
+TARGET_RGB = (0.1, 0.85, 0.25)  # the target marker's colour: green, unlike any part of the arm
+TARGET_DOT_RADIUS = 0.008  # the target's dot (m); the sphere around it is the success radius
 
 
 class ArmReachEnv(gym.Env):
@@ -134,12 +139,19 @@ class ArmReachEnv(gym.Env):
         return self._observe(state.position, state.velocity)
 
     def render(self) -> np.ndarray | None:
+        """``[360, 480, 3]`` uint8 from the twin's ``workspace`` camera, the target drawn as a
+        green dot inside a translucent sphere of the success radius (more opaque once the end
+        effector is within it); ``None`` unless ``render_mode="rgb_array"``."""
         if self.render_mode != "rgb_array":
             return None
         render = getattr(self.robot, "render", None)
         if render is None:
             raise RuntimeError("this backend cannot render; use backend=mujoco for video")
-        return render()
+        reached = bool(reach_distance(self._obs, self.layout) < self.config.success_threshold)
+        region = (*TARGET_RGB, 0.45 if reached else 0.2)
+        markers = (Marker(self._target, TARGET_DOT_RADIUS, (*TARGET_RGB, 1.0)),
+                   Marker(self._target, self.config.success_threshold, region, glow=0.4))
+        return render(*VIDEO_SIZE, camera=VIDEO_CAMERA, markers=markers)
 
     def close(self) -> None:
         self.robot.disconnect()

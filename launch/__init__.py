@@ -1,2 +1,2 @@
-"""How things start: `mbpo-arm` (`mbpo_arm.launch.cli`, the composition root) and the async
-runtime."""
+"""How things start: the `mbpo-arm` command line (`mbpo_arm.launch.cli`), the builders that
+wire config, backend, env and agent (`.build`), the commands, and the async runtime."""

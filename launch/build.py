@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -55,6 +56,16 @@ def checked(rc: RunConfig) -> RunConfig:
 def default_run_dir(rc: RunConfig) -> str:
     task = rc.task.id.split("-")[0].lower()
     return f"runs/{task}-{rc.agent.algo}-{time.strftime('%Y%m%d-%H%M%S')}-s{rc.seed}"
+
+
+def torch_threads(rc: RunConfig) -> int:
+    """``threads`` as a count: a number as given; ``auto``: the CPUs this process may use,
+    less the async actor's (one, or ``runtime.actor_cpus``)."""
+    if rc.threads != "auto":
+        return int(rc.threads)
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    actor = 0 if rc.runtime.mode == "sync" else len(rc.runtime.actor_cpus or [0])
+    return max(1, (cpus or 1) - actor)
 
 
 def resolve_device(device: str) -> torch.device:

@@ -4,19 +4,22 @@ runs them."""
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
+import torch
 
 from mbpo_arm.agent.checkpoint import latest_checkpoint, load_checkpoint
-from mbpo_arm.agent.logger import plot_learning_curve
+from mbpo_arm.agent.logger import plot_learning_curve, read_metrics
 from mbpo_arm.agent.run import evaluate_policy, restore
+from mbpo_arm.agent.runtime.supervisor import STATS_FILE
 from mbpo_arm.agent.train import train as train_loop
-from mbpo_arm.configs.loader import load_run_config, save_config
-from mbpo_arm.configs.schema import ConfigError
+from mbpo_arm.configs.loader import SAVED_CONFIG, load_run_config, save_config
+from mbpo_arm.configs.schema import ConfigError, RunConfig
 from mbpo_arm.hardware.serial_bus import BusError
 from mbpo_arm.hardware.serial_robot import calibrate_arm
 from mbpo_arm.launch.build import (
@@ -27,12 +30,16 @@ from mbpo_arm.launch.build import (
     default_run_dir,
     finetune_config,
     start_up_errors,
+    torch_threads,
 )
 from mbpo_arm.launch.runtime import run_async
+from mbpo_arm.launch.video import CaptionedVideo, hold_episode_ends, write_gif
 
 
 def train(overrides: list[str]) -> dict[str, Any]:
-    """``mbpo-arm train``: build everything from the config and run the training loop."""
+    """``mbpo-arm train``: build everything from the config and run the training loop. A
+    first Ctrl-C (or SIGTERM) ends it after the current step with a checkpoint and the line
+    to continue; a second Ctrl-C aborts at once."""
     rc, _ = load_run_config(overrides)
     rc = checked(rc)
     run_dir = Path(rc.run_dir or default_run_dir(rc))
@@ -40,18 +47,26 @@ def train(overrides: list[str]) -> dict[str, Any]:
     if not rc.resume:
         save_config(rc, run_dir)
     rc = finetune_config(rc)
+    threads = torch_threads(rc)
+    torch.set_num_threads(1 if rc.runtime.mode == "async" else threads)  # before any torch op
+    print(f"run: {run_dir} ({rc.task.id}, agent {rc.agent.algo}, backend {rc.backend_name}, "
+          f"{rc.runtime.mode}, {rc.trainer.total_steps} env steps, {threads} torch "
+          f"thread{'s' * (threads > 1)})", flush=True)
     if rc.runtime.mode == "async":
-        stats = run_async(rc, run_dir)
-        print(json.dumps(stats))
-        return stats
+        return train_async(rc, run_dir)
     with start_up_errors():
         run = build_run(rc, run_dir)
-    attach_status(run.env, lambda: (run.progress.counters.env_steps, run.progress.counters.updates),
+    counters = run.progress.counters
+    attach_status(run.env, lambda: (counters.env_steps, counters.updates),
                   rc.agent.sac.learning_starts)
     if rc.resume and not restore(run):
         print(f"resume: {run_dir} has no checkpoint yet; starting from step 0", file=sys.stderr)
+    counters = run.progress.counters  # restore replaced them
     try:
-        final = train_loop(run)
+        if rc.resume and finished(run_dir, counters.env_steps, rc.trainer.total_steps):
+            return {}
+        with GracefulStop() as stop:
+            final = train_loop(run, stop=lambda: stop.signum is not None)
     finally:
         run.logger.close()
         run.env.close()
@@ -60,12 +75,88 @@ def train(overrides: list[str]) -> dict[str, Any]:
     curve = plot_learning_curve(run_dir)
     print(f"\nresults:    {run_dir / 'metrics.jsonl'}\ncurve:      {curve}\n"
           f"checkpoint: {latest_checkpoint(run_dir)}\nfinal eval: {json.dumps(final)}")
+    if stop.signum is not None:
+        stopped(run_dir, counters.env_steps, stop.signum)
     return final
+
+
+def train_async(rc: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """``runtime=async``: the actor here, the learner in its own process; the summary as a
+    short table (everything in ``runtime_stats.json``)."""
+    ckpt = latest_checkpoint(run_dir)
+    done = int(ckpt.name.removeprefix("step_")) if ckpt is not None else 0
+    if rc.resume and finished(run_dir, done, rc.trainer.total_steps):
+        return {}
+    stats = run_async(rc, run_dir)
+    rows = [("transitions (log / actor / learner / checkpoint)",
+             f"{stats['log_records']} / {stats['actor_steps']} / {stats['learner_steps']} / "
+             f"{stats['checkpoint_steps']}"),
+            ("SAC updates", stats["learner_updates"]),
+            ("learner deaths / restarts", f"{stats['learner_deaths']} / "
+                                          f"{stats['learner_restarts']}"),
+            ("clean stop", stats["clean_stop"]),
+            ("all figures", run_dir / STATS_FILE)]
+    print("\n" + "\n".join(f"{name:<50} {value}" for name, value in rows))
+    if stats.get("signal"):
+        stopped(run_dir, stats["log_steps"], getattr(signal, stats["signal"]))
+    return stats
+
+
+def finished(run_dir: Path, steps: int, total: int) -> bool:
+    """A resumed run that already reached ``trainer.total_steps`` (or its ``stop_at``): say
+    so and how to go on, instead of printing its old results again."""
+    if steps < total and not any("stopped_at_target" in e for e in read_metrics(run_dir)):
+        return False
+    print(f"{run_dir} is finished at step {steps} (trainer.total_steps={total}); to train on, "
+          f"raise it: mbpo-arm train resume={run_dir} trainer.total_steps={max(2 * steps, 1)}")
+    return True
+
+
+def stopped(run_dir: Path, steps: int, signum: int) -> None:
+    """The line that ends a run stopped by a signal; exits 128 + the signal (130: SIGINT)."""
+    print(f"stopped at step {steps}; continue with: mbpo-arm train resume={run_dir}",
+          flush=True)
+    raise SystemExit(128 + signum)
+
+
+class GracefulStop:
+    """SIGINT and SIGTERM set ``signum`` (the loop finishes its step, checkpoints and
+    stops); a second SIGINT aborts at once (``KeyboardInterrupt``). The handlers before are
+    restored on exit."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> GracefulStop:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        del frame
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # the second Ctrl-C: stop now
+        self.signum = signum
+        print(f"\n{signal.Signals(signum).name}: stopping after this step (Ctrl-C again "
+              "aborts at once)", file=sys.stderr, flush=True)
 
 
 def evaluate(run_dir: Path, episodes: int, as_json: bool, video: Path | None,
              device: str) -> dict[str, Any]:
-    """``mbpo-arm eval``: the deterministic policy of a run's last checkpoint."""
+    """``mbpo-arm eval``: the deterministic policy of a run's last checkpoint; with ``video``,
+    each frame captioned (episode, distance, success) and the file's path printed."""
+    if episodes < 1:
+        raise ConfigError(f"--episodes {episodes}: must be >= 1")
+    if video is not None:
+        video_format(video)
+    if not (run_dir / SAVED_CONFIG).is_file():
+        raise ConfigError(f"{run_dir}: no {SAVED_CONFIG} there; give a run directory made by "
+                          "`mbpo-arm train`")
     rc, _ = load_run_config([f"resume={run_dir}", f"device={device}"])
     ckpt = latest_checkpoint(run_dir)
     if ckpt is None:
@@ -74,32 +165,48 @@ def evaluate(run_dir: Path, episodes: int, as_json: bool, video: Path | None,
         env, sac = build_policy(checked(rc), render=video is not None)
     state, _ = load_checkpoint(ckpt, buffer_names=(), map_location=sac.device)
     sac.load_state_dict(state["sac"])
+    if video is not None:
+        env = CaptionedVideo(env, episodes)
     result = evaluate_policy(sac, env, episodes, seed=123, render=video is not None)
     frames = result.pop("frames")
     if video is not None:
-        write_video(video, frames, fps=env.metadata.get("render_fps", 20))
+        fps = env.metadata.get("render_fps", 20)
+        write_video(video, hold_episode_ends(frames, env.ends, fps), fps=fps)
         result["video"] = str(video)
     env.close()
     result["checkpoint"] = str(ckpt)
     print(json.dumps(result) if as_json else
           f"{episodes} episodes: mean return {result['mean_return']:.2f}, success rate "
           f"{result['success_rate']}")
+    if video is not None and not as_json:
+        print(f"video: {video}")
     return result
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
-    """``.gif`` through Pillow (always there); ``.mp4`` needs ``pip install imageio-ffmpeg``."""
-    if path.suffix.lower() not in (".gif", ".mp4"):
+def video_format(path: Path) -> str:
+    """``"gif"`` or ``"mp4"`` from ``path``'s suffix; ConfigError for another, or for an .mp4
+    without imageio-ffmpeg, before any episode runs."""
+    suffix = path.suffix.lower()
+    if suffix not in (".gif", ".mp4"):
         raise ConfigError(f"--video {path}: use a .gif or .mp4 file name")
-    if path.suffix.lower() == ".mp4":
+    if suffix == ".mp4":
         try:
             import imageio_ffmpeg  # noqa: F401  (optional: mbpo-arm[video])
         except ImportError:
             raise ConfigError("--video .mp4 needs `pip install imageio-ffmpeg` (or mbpo-arm"
                               "[video]); a .gif needs nothing more") from None
+    return suffix[1:]
+
+
+def write_video(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    """``.gif`` through Pillow (always there; one palette that keeps the target's colour);
+    ``.mp4`` needs ``pip install imageio-ffmpeg``. The folder is made if missing."""
+    kind = video_format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "mp4":
         iio.imwrite(path, np.stack(frames), fps=fps)
     else:
-        iio.imwrite(path, np.stack(frames), duration=1000 / fps, loop=0)
+        write_gif(path, frames, fps)
 
 
 def calibrate(overrides: list[str]) -> None:

@@ -33,6 +33,7 @@ from mbpo_arm.launch.build import (
     build_policy,
     load_policy,
     paced,
+    torch_threads,
 )
 
 LOG_FILE = "replay.log"
@@ -65,7 +66,8 @@ def run_async(rc: RunConfig, run_dir: Path) -> dict[str, Any]:
         attach_status(env, lambda: (actor.steps, int(actor.control[UPDATES])),
                       rc.agent.sac.learning_starts)
         make_run = partial(build_learner_run, paced(rc, runtime, False), str(run_dir))
-        supervisor = Supervisor(actor, runtime, make_run, run_dir, block.name, ctx)
+        supervisor = Supervisor(actor, runtime, make_run, run_dir, block.name, ctx,
+                                threads=torch_threads(rc))
         return supervisor.run(rc.trainer.total_steps)
     finally:
         log.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import mujoco
@@ -20,6 +21,7 @@ import numpy as np
 
 from mbpo_arm.hardware.robot import JointLimits, RobotState, check_command
 from mbpo_arm.sim.config import TwinConfig
+from mbpo_arm.sim.gl import DEFAULT, GLBackendError, backend_problem, gl_backend
 
 DEFAULT_VELOCITY_LIMIT = 4.7
 # Custom numeric ``velocity_limit:<joint>`` in the MJCF overrides the default per joint.
@@ -34,6 +36,48 @@ def twin_config_of(config: Any) -> TwinConfig:
         f"{j}_act" for j in config.joint_names)
     return TwinConfig(model_path=config.model_path, joint_names=config.joint_names,
                       actuator_names=actuators, ee_site=config.ee_site)
+
+
+@dataclass(frozen=True)
+class Marker:
+    """A sphere drawn into a rendered frame only (e.g. the reach target).
+
+    ``pos`` ``[3]`` world position (m); ``radius`` (m); ``rgba`` in ``[0, 1]``; ``glow``: the
+    emission, 1 for a flat colour that lighting and shadow do not change (easy to find in a
+    frame), 0 for a shaded sphere.
+    """
+
+    pos: Sequence[float]
+    radius: float
+    rgba: tuple[float, float, float, float]
+    glow: float = 1.0
+
+
+def add_marker(scene: mujoco.MjvScene, marker: Marker) -> None:
+    """Append ``marker`` to ``scene`` after ``update_scene`` (RuntimeError when it is full)."""
+    if scene.ngeom >= scene.maxgeom:
+        raise RuntimeError(f"the scene holds {scene.maxgeom} geoms; no room for a marker")
+    geom = scene.geoms[scene.ngeom]
+    mujoco.mjv_initGeom(geom, int(mujoco.mjtGeom.mjGEOM_SPHERE), np.full(3, marker.radius),
+                        np.asarray(marker.pos, dtype=np.float64), np.eye(3).ravel(),
+                        np.asarray(marker.rgba, dtype=np.float32))
+    geom.emission = marker.glow
+    geom.castshadow = 0
+    geom.category = int(mujoco.mjtCatBit.mjCAT_DECOR)
+    scene.ngeom += 1
+
+
+def _new_renderer(model: mujoco.MjModel, width: int, height: int) -> mujoco.Renderer:
+    """An offscreen renderer; a backend that cannot make a GL context is one clear line."""
+    try:
+        return mujoco.Renderer(model, height=height, width=width)
+    except ValueError:  # a frame larger than the model's offscreen buffer: mujoco's message
+        raise
+    except Exception as err:  # mujoco raises AttributeError, RuntimeError, FatalError here
+        backend = gl_backend() or "(unset)"
+        hint = backend_problem(backend) or f"try MUJOCO_GL={DEFAULT} (headless) or osmesa"
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise GLBackendError(f"cannot render with MUJOCO_GL={backend}: {first}; {hint}") from err
 
 
 def _names(model: mujoco.MjModel, obj: mujoco.mjtObj, count: int) -> list[str]:
@@ -272,11 +316,17 @@ class TwinRobot:
         static = self._static_geom[geoms]
         return int(np.count_nonzero(active & (static[:, 0] != static[:, 1])))
 
-    def render(self, width: int = 480, height: int = 360, camera: str = "front") -> np.ndarray:
-        """An offscreen image ``[height, width, 3]`` uint8 from ``camera``.
+    def render(self, width: int = 480, height: int = 360, camera: str = "front",
+               markers: Sequence[Marker] = ()) -> np.ndarray:
+        """An offscreen image ``[height, width, 3]`` uint8 from ``camera``, with ``markers``
+        drawn into the scene (visual only: no physics, no collisions).
 
         Needs an OpenGL backend chosen before mujoco is imported (``MUJOCO_GL=egl`` or
-        ``osmesa`` on a headless machine).
+        ``osmesa`` on a headless machine; see :mod:`sim.gl`).
+
+        Raises:
+            ValueError: ``camera`` is not in the model (the message lists those it has).
+            sim.gl.GLBackendError: no OpenGL context can be made (one line saying why).
         """
         cam = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, camera)
         if cam < 0:
@@ -286,8 +336,11 @@ class TwinRobot:
         if r is None or (r.width, r.height) != (width, height):
             if r is not None:
                 r.close()
-            self._renderer = r = mujoco.Renderer(self.model, height=height, width=width)
+            self._renderer = None
+            self._renderer = r = _new_renderer(self.model, width, height)
         r.update_scene(self.data, camera=cam)
+        for marker in markers:
+            add_marker(r.scene, marker)
         return r.render()
 
     def _wait_for_tick(self) -> None:

@@ -30,7 +30,6 @@ class RuntimeConfig:
     publish_every_s: float = 0.5  # ... or this many seconds, whichever comes first
     checkpoint_every_s: float = 60.0  # learner checkpoints this often (and every trainer's N)
     log_every_s: float = 5.0  # learner progress events in metrics.jsonl
-    learner_threads: int = 1  # torch threads of the learner process
     on_learner_death: str = "act"  # act: keep the last weights; hold: zero actions (hold)
     restart_delay_s: float = 1.0  # wait before restarting a dead learner
     max_restarts: int = 100  # then keep acting without a learner
@@ -55,7 +54,7 @@ class RuntimeConfig:
                                  f"choose one of {', '.join(allowed)}")
         positive = ("control_hz", "fsync_every_records", "fsync_every_s", "queue_size",
                     "publish_every_updates", "publish_every_s", "checkpoint_every_s",
-                    "log_every_s", "learner_threads", "gc_every_ticks", "stop_timeout_s")
+                    "log_every_s", "gc_every_ticks", "stop_timeout_s")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ValueError(f"runtime.{name} must be > 0, got {getattr(self, name)}")

@@ -227,7 +227,8 @@ class Learner:
         update on); set ``REACHED`` when ``trainer.stop_at`` is met."""
         schedule = self.run.schedule
         period = self.next_seq // schedule.eval_every
-        if period <= self.evaluated_at or self.counters.updates == 0:
+        if period <= self.evaluated_at or self.counters.updates == 0 \
+                or self.control[ctl.REACHED] >= 0:  # the run is ending: no more evaluations
             return
         self.evaluated_at = period
         if reached_target(evaluate(self.run), schedule):
@@ -288,8 +289,8 @@ class Learner:
         self.t_heard = time.monotonic()
 
 
-def learner_main(make_run: Callable[[], Run], runtime: RuntimeConfig, log_path: str,
-                 weights_name: str, q: Any, control: Any) -> None:
+def learner_main(make_run: Callable[[], Run], runtime: RuntimeConfig, threads: int,
+                 log_path: str, weights_name: str, q: Any, control: Any) -> None:
     """The learner process's target (spawn): build, restore, catch up, loop, checkpoint.
 
     SIGINT and SIGTERM are ignored: the supervisor decides when this process stops (a Ctrl-C
@@ -298,7 +299,7 @@ def learner_main(make_run: Callable[[], Run], runtime: RuntimeConfig, log_path: 
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    torch.set_num_threads(runtime.learner_threads)
+    torch.set_num_threads(threads)  # before any torch work starts its thread pool
     pin(runtime.learner_cpus)
     run = make_run()
     restore(run)

@@ -42,14 +42,16 @@ class Supervisor:
         runtime: runtime settings; ``make_run``: a picklable builder of the learner's
             :class:`agent.run.Run`; ``run_dir``: where the pid and stats files go.
         weights_name: the shared-memory block's name; ``ctx``: a spawn context.
+        threads: torch threads of the learner process (the run's ``threads``, resolved).
     """
 
     def __init__(self, actor: Actor, runtime: RuntimeConfig, make_run: Callable[[], Any],
-                 run_dir: Path, weights_name: str, ctx: BaseContext) -> None:
+                 run_dir: Path, weights_name: str, ctx: BaseContext, threads: int = 1) -> None:
         if runtime.learner_cpus is None and runtime.actor_cpus is not None:  # before pinning
             runtime = dataclasses.replace(runtime, learner_cpus=other_cpus(runtime.actor_cpus))
         self.actor, self.runtime, self.make_run, self.run_dir = actor, runtime, make_run, run_dir
         self.weights_name, self.ctx, self.control = weights_name, ctx, actor.control
+        self.threads = threads
         self.proc: Any = None
         self.queue: Any = None
         self.stopping = False
@@ -66,8 +68,8 @@ class Supervisor:
         self.control[ctl.READY] = 0
         self.proc = self.ctx.Process(
             target=learner_main, name="mbpo-learner", daemon=True,
-            args=(self.make_run, self.runtime, str(self.actor.log.path), self.weights_name,
-                  self.queue, self.control))
+            args=(self.make_run, self.runtime, self.threads, str(self.actor.log.path),
+                  self.weights_name, self.queue, self.control))
         self.proc.start()
         atomic_write_text(self.run_dir / PID_FILE, str(self.proc.pid))
         self.actor.queue = self.queue

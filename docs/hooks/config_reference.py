@@ -16,22 +16,35 @@ naming the cause (never an empty page).
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import importlib
-import inspect
-import io
 import re
 import sys
-import textwrap
-import tokenize
 import types
-import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 from mkdocs.exceptions import PluginError
+
+try:  # the reading of the dataclasses and presets is shared with `mbpo-arm --help`
+    from mbpo_arm.configs.describe import (
+        COMPUTED,
+        REQUIRED,
+        default_text,
+        field_comments,
+    )
+    from mbpo_arm.configs.describe import dataclass_of as _dataclass_of
+    from mbpo_arm.configs.describe import defaults_list as _defaults_list
+    from mbpo_arm.configs.describe import first_line as _first_line
+    from mbpo_arm.configs.describe import type_hints as _hints
+    from mbpo_arm.configs.describe import type_name as _type_name
+    from mbpo_arm.configs.describe import yaml_description as _yaml_description
+    from mbpo_arm.configs.describe import yaml_value as _yaml
+except ImportError as err:
+    raise PluginError(f"docs/hooks/config_reference.py: cannot import mbpo_arm.configs.describe: "
+                      f"{err}. Install the project into the docs environment "
+                      "(pip install -e '.[docs]'), then build again.") from err
 
 SCHEMA_MODULE = "mbpo_arm.configs.schema"
 LAUNCH_MODULE = "mbpo_arm.launch.train_arm"
@@ -141,135 +154,9 @@ def walk(cls: type, prefix: str, schema: types.ModuleType, out: list[Section],
         walk(schema=schema, out=out, **child)
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(cls)
-    except Exception:  # a name that does not resolve: fall back to each field's string type
-        return {}
-
-
-def _dataclass_of(f: dataclasses.Field, hint: Any, owner: type) -> type | None:
-    """The dataclass a field holds (``X``, ``X | None``, ``Optional[X]``), else None."""
-    if dataclasses.is_dataclass(f.default_factory) and isinstance(f.default_factory, type):
-        return f.default_factory
-    if isinstance(hint, str):  # unresolved: look the names up in the owner's module
-        scope = vars(sys.modules.get(owner.__module__, object()))
-        names = [n.strip() for n in re.split(r"[|\[\],]", hint.replace("Optional", ""))]
-        found = [scope[n] for n in names if n in scope and dataclasses.is_dataclass(scope[n])]
-        return found[0] if len(found) == 1 else None
-    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
-        return hint
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) == 1 and isinstance(args[0], type) and dataclasses.is_dataclass(args[0]):
-            return args[0]
-    return None
-
-
-def _type_name(f: dataclasses.Field, hint: Any) -> str:
-    if isinstance(f.type, str):  # as written in the source (from __future__ import annotations)
-        return f.type
-    if isinstance(hint, type):
-        return hint.__name__
-    return re.sub(r"\btyping\.", "", repr(hint))
-
-
 def _default(f: dataclasses.Field) -> str:
-    if f.default is not dataclasses.MISSING:
-        return f"`{_yaml(f.default)}`"
-    if f.default_factory is not dataclasses.MISSING:
-        try:
-            return f"`{_yaml(f.default_factory())}`"
-        except Exception:
-            return "(computed)"
-    return "required"
-
-
-def _yaml(value: Any) -> str:
-    """A default as it would be written in YAML or on the command line."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, tuple | list):
-        return "[" + ", ".join(_yaml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_yaml(v)}" for k, v in value.items()) + "}"
-    if isinstance(value, str):
-        return value if value else '""'
-    return repr(value)
-
-
-def _first_line(doc: str | None, cls: type | None = None) -> str:
-    """The first paragraph of a docstring, as one line ("" for dataclass's generated one)."""
-    if not doc or (cls is not None and doc.startswith(f"{cls.__name__}(")):
-        return ""
-    return inspect.cleandoc(doc).split("\n\n")[0].replace("\n", " ")
-
-
-# ------------------------------------------------------------------------------ comments
-def field_comments(cls: type) -> dict[str, str]:
-    """The comment of each field in the class source, joined into one line.
-
-    A field's comment is the one after it on its line (``name: type = default  # comment``),
-    continued by the comment lines right below it when they are indented (``#   more``) or
-    when the next field has a comment of its own. A field with no comment on its line takes
-    the comment block right above it.
-    """
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-        tree = ast.parse(source)
-    except (OSError, TypeError, SyntaxError):
-        return {}
-    node = next((n for n in tree.body if isinstance(n, ast.ClassDef)), None)
-    if node is None:
-        return {}
-    lines = source.splitlines()
-    inline: dict[int, str] = {}  # line -> comment after code
-    own: dict[int, str] = {}  # line -> a line that is only a comment
-    try:
-        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
-            if tok.type == tokenize.COMMENT:
-                row, col = tok.start
-                target = own if not lines[row - 1][:col].strip() else inline
-                target[row] = tok.string
-    except (tokenize.TokenError, IndentationError):
-        return {}
-    spans = [(n.target.id, n.lineno, n.end_lineno or n.lineno) for n in node.body
-             if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)]
-    result: dict[str, str] = {}
-    used: set[int] = set()
-    for i, (name, first, last) in enumerate(spans):
-        trailing = [inline[r] for r in range(first, last + 1) if r in inline]
-        text = [_strip(trailing[-1])] if trailing else []
-        if not text:  # the block right above the field
-            block, r = [], first - 1
-            while r in own and r not in used:
-                block.insert(0, r)
-                r -= 1
-            text = [_strip(own[r]) for r in block]
-        else:  # continuation lines right below it
-            below, r = [], last + 1
-            while r in own:
-                below.append(r)
-                r += 1
-            nxt = spans[i + 1] if i + 1 < len(spans) else None
-            next_bare = nxt is not None and r == nxt[1] and not any(
-                x in inline for x in range(nxt[1], nxt[2] + 1))
-            if next_bare:  # only the indented lines continue; the rest leads the next field
-                indented = 0
-                while indented < len(below) and own[below[indented]].startswith("#  "):
-                    indented += 1
-                below = below[:indented]
-            text += [_strip(own[x]) for x in below]
-            used.update(below)
-        joined = " ".join(t for t in text if t and not re.fullmatch(r"[-=#*~ ]+", t))
-        result[name] = re.sub(r"\s+", " ", joined).strip()
-    return result
-
-
-def _strip(comment: str) -> str:
-    return comment.lstrip("#").strip()
+    text = default_text(f)
+    return text if text in (COMPUTED, REQUIRED) else f"`{text}`"
 
 
 # ------------------------------------------------------------------------------ groups
@@ -294,33 +181,6 @@ def group_options(schema: types.ModuleType, config_dir: Path) -> list[tuple[str,
         if options:
             result.append((group, defaults.get(group, ""), options))
     return result
-
-
-def _defaults_list(path: Path) -> dict[str, str]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
-    out = {}
-    for item in data.get("defaults", []) or []:
-        if isinstance(item, dict):
-            for k, v in item.items():
-                out[str(k)] = "null" if v is None else str(v)
-    return out
-
-
-def _yaml_description(path: Path) -> str:
-    """The first sentence of the comment block that opens a YAML file."""
-    block = []
-    for line in path.read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        text = line.lstrip("#").strip()
-        if not text.startswith("@package"):
-            block.append(text)
-    joined = " ".join(block)
-    first = re.split(r"(?<!\bal)(?<!e\.g)(?<!i\.e)\.\s+(?=[A-Z(])", joined, maxsplit=1)[0]
-    return first.rstrip(".") + "." if first else ""
 
 
 def _yaml_sets(path: Path, group: str) -> str:

@@ -52,9 +52,11 @@ def wait_for(predicate, timeout: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def finish(proc: subprocess.Popen, run: Path) -> dict:
+def finish(proc: subprocess.Popen, run: Path, code: int = 0) -> dict:
+    """Wait for the run; its exit status must be ``code`` (128 + the signal that stopped it);
+    returns ``runtime_stats.json``."""
     out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err[-3000:]
+    assert proc.returncode == code, err[-3000:]
     return json.loads((run / "runtime_stats.json").read_text())
 
 

@@ -1,8 +1,9 @@
-"""``runtime=async``: SIGTERM stops cleanly (exit 0, final checkpoint), then ``resume=``
-continues the step counts and loses no transition."""
+"""``runtime=async``: SIGTERM stops cleanly (exit 143, final checkpoint, the line to continue),
+then ``resume=`` continues the step counts and loses no transition."""
 
 from __future__ import annotations
 
+import json
 import signal
 from pathlib import Path
 
@@ -26,7 +27,10 @@ def test_sigterm_then_resume_continues_the_counts(tmp_path: Path) -> None:
     try:
         wait_for(lambda: logged(run) >= 4 * HZ)
         proc.send_signal(signal.SIGTERM)
-        stats = finish(proc, run)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + signal.SIGTERM
+        assert f"continue with: mbpo-arm train resume={run}" in out
+        stats = json.loads((run / "runtime_stats.json").read_text())
     finally:
         proc.kill()
     n = stats["actor_steps"]
