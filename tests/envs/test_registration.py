@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from mbpo_arm.agent.checkpoint import save_checkpoint
@@ -35,6 +36,7 @@ print("ok", float(reward))
 """
 
 
+@pytest.mark.slow
 def test_the_env_and_a_saved_policy_from_python(tmp_path: Path) -> None:
     sac = SAC(19, 5, SACConfig(), generator=torch.Generator().manual_seed(0))
     save_checkpoint(tmp_path, 1, {"sac": sac.state_dict()}, {})

@@ -83,6 +83,7 @@ def test_show_config_prints_yaml_with_the_overrides_and_builds_nothing(tmp_path:
     assert list(tmp_path.iterdir()) == []  # no run directory, no checkpoint
 
 
+@pytest.mark.slow
 def test_show_config_of_the_other_commands(tmp_path: Path) -> None:
     calib = yaml.safe_load(cli("calibrate", "--show-config", "robot=so101",
                                "port=/dev/ttyUSB3").stdout)
@@ -119,6 +120,7 @@ def test_show_config_of_a_resumed_run_applies_key_overrides(saved_run: Path) -> 
 
 @pytest.mark.parametrize("choice", ["agent=mbpo", "task=hopper", "runtime=async",
                                     "--backend=serial"])
+@pytest.mark.slow
 def test_a_resumed_run_refuses_a_new_preset_in_one_line(saved_run: Path, choice: str) -> None:
     proc = cli("train", f"resume={saved_run}", choice)
     assert proc.returncode == 2

@@ -38,6 +38,7 @@ def one_line_error(proc: subprocess.CompletedProcess) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_eval_zero_episodes_is_a_clear_error(tmp_path: Path) -> None:
     for extra in ([], ["--json"]):
         line = one_line_error(cli("eval", str(tmp_path), "--episodes", "0", *extra, gl=None))
@@ -45,12 +46,14 @@ def test_eval_zero_episodes_is_a_clear_error(tmp_path: Path) -> None:
         assert "NaN" not in line
 
 
+@pytest.mark.slow
 def test_eval_of_missing_run_names_the_run_directory(tmp_path: Path) -> None:
     run = tmp_path / "nope"
     line = one_line_error(cli("eval", str(run), gl=None))
     assert "resume=" not in line and f"{run}: no config.yaml" in line
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not NO_OSMESA, reason="libOSMesa is installed here")
 def test_osmesa_without_libosmesa() -> None:
     for args in (["--help"], ["train", "--help"], ["eval", "--help"]):

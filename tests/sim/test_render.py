@@ -87,6 +87,7 @@ print("OK")
 """
 
 
+@pytest.mark.slow
 def test_render_cameras_and_target_marker() -> None:
     failures = []
     for backend in ("egl", "osmesa"):
