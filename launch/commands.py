@@ -56,8 +56,8 @@ def train(overrides: list[str]) -> dict[str, Any]:
         return train_async(rc, run_dir)
     with start_up_errors():
         run = build_run(rc, run_dir)
-    counters = run.progress.counters
-    attach_status(run.env, lambda: (counters.env_steps, counters.updates),
+    attach_status(run.env, lambda: (run.progress.counters.env_steps,
+                                    run.progress.counters.updates),
                   rc.agent.sac.learning_starts)
     if rc.resume and not restore(run):
         print(f"resume: {run_dir} has no checkpoint yet; starting from step 0", file=sys.stderr)
@@ -162,7 +162,7 @@ def evaluate(run_dir: Path, episodes: int, as_json: bool, video: Path | None,
     if ckpt is None:
         raise ConfigError(f"{run_dir} has no checkpoint; train first")
     with start_up_errors():
-        env, sac = build_policy(checked(rc), render=video is not None)
+        env, sac = build_policy(rc, render=video is not None)
     state, _ = load_checkpoint(ckpt, buffer_names=(), map_location=sac.device)
     sac.load_state_dict(state["sac"])
     if video is not None:
