@@ -47,18 +47,22 @@ def test_learner_killed_mid_run_comes_back_and_nothing_is_lost(tmp_path: Path) -
     assert stats["versions_applied"] >= 2
     # The actor runs SCHED_FIFO where the system allows: the learner's death and restart
     # (a process spawned from the actor's thread, torch imports on the other core) never
-    # cost it a tick. Checked from a second before the death is noticed to two seconds after
-    # the restart: a virtual machine can stall even an idle real-time thread at any moment
-    # (bench/runtime_jitter.py's probe measured up to 38 ms, twice in 16 minutes), which
-    # says nothing about the runtime.
+    # cost it a tick. Checked from the kill (``n0`` records were logged then, so the kill came
+    # at tick ``n0`` or later) to two seconds after the restart. A virtual machine can stall
+    # even an idle real-time thread at any moment (bench/runtime_jitter.py's probe measured
+    # up to 38 ms, twice in 16 minutes): one tick up to two periods late is such a stall. Work
+    # done on the actor's thread (a blocking spawn, a join, a lock the learner held) would
+    # cost a run of ticks or one tick far later than that.
     assert stats["scheduling"]["priority"].startswith(("fifo", "nice", "normal"))
     if stats["scheduling"]["priority"].startswith("fifo"):
         ticks = load_npz(run / "runtime_ticks.npz")
-        late = np.flatnonzero(ticks["lateness"] > 1.0 / HZ) + 1  # ticks that came a period late
+        lateness = ticks["lateness"]
         events = dict(stats["learner_events"][:2])
-        window = (events["death"] - HZ, events["restart"] + 2 * HZ)
-        near = [int(k) for k in late if window[0] <= k <= window[1]]
-        assert not near, (near, stats["learner_events"])
+        window = slice(n0 - 1, events["restart"] + 2 * HZ)  # tick k is lateness[k - 1]
+        near = np.flatnonzero(lateness[window] > 1.0 / HZ) + n0
+        worst = float(lateness[window].max())
+        assert len(near) <= 1 and worst <= 2.0 / HZ, (near.tolist(), worst,
+                                                       stats["learner_events"])
     check_nothing_lost(run, total, stats)
     actions = read_log(run / "replay.log", 19, 5).action
     held = (actions[3 * HZ:] == 0).all(axis=1)
