@@ -9,6 +9,7 @@ restate them) and turns any problem into a one-line :class:`ConfigError` naming 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, fields, replace
 from importlib.resources import files
 from pathlib import Path
@@ -96,9 +97,12 @@ PARTS: dict[str, type] = {"task": TaskConfig, "agent": AgentConfig, "trainer": T
 TOP_KEYS = ("seed", "device", "run_dir", "resume", "init_from", "threads")
 
 
+@functools.cache
 def register() -> None:
     """Put the schemas in Hydra's ConfigStore: ``train_schema`` (the run) and each group's
-    schema option (``backend/mujoco``, ``agent/sac``, ...), which the YAML presets extend."""
+    schema option (``backend/mujoco``, ``agent/sac``, ...), which the YAML presets extend.
+    Once per process: the store is a process-wide singleton and storing a schema converts
+    its dataclass again (a third of a compose)."""
     store = ConfigStore.instance()
     store.store(name="train_schema", node=RunConfig)
     for group, schemas in SCHEMA_OPTIONS.items():

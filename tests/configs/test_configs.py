@@ -3,6 +3,7 @@ one-line error naming the key."""
 
 from __future__ import annotations
 
+import functools
 from contextlib import ExitStack
 from dataclasses import fields
 
@@ -90,13 +91,19 @@ def test_a_preset_changes_what_it_names(group: str, option: str) -> None:
     base = [o for o in (node.get("defaults") or []) if isinstance(o, str) and o != "_self_"]
     extra = ["backend=serial"] if group == "robot" else []
     parent = [f"{group}={base[0]}"] if base else extra
-    mine = load_run_config([*extra, f"{group}={option}"])[1]
-    theirs = load_run_config(parent)[1]
+    mine = composed((*extra, f"{group}={option}"))
+    theirs = composed(tuple(parent))
     scope = mine if group == "robot" else mine[group]
     against = theirs if group == "robot" else theirs[group]
     for key in leaves(OmegaConf.masked_copy(node, [k for k in node if k != "defaults"])):
         assert OmegaConf.select(scope, key) != OmegaConf.select(against, key), \
             f"configs/{group}/{option}.yaml restates {key}"
+
+
+@functools.cache
+def composed(overrides: tuple[str, ...]) -> DictConfig:
+    """The composed config of ``overrides`` (many presets share a parent: composed once)."""
+    return load_run_config(list(overrides))[1]
 
 
 def leaves(node: DictConfig, prefix: str = "") -> list[str]:
