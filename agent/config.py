@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 # The ensemble's hidden-layer activations (mbpo_arm.agent.ensemble maps them to functions).
 ACTIVATIONS = ("silu", "relu", "elu", "gelu", "tanh")
+# The learner's number formats (the run's ``precision``; mbpo_arm.agent.layers resolves auto).
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mbpo_arm.agent.config import EnsembleConfig
-from mbpo_arm.agent.layers import EnsembleLinear, Normalizer
+from mbpo_arm.agent.layers import EnsembleLinear, Normalizer, autocast, resolve_precision
 from mbpo_arm.agent.math import gaussian_nll, soft_clamp
 
 ACTIVATIONS = {"silu": F.silu, "relu": F.relu, "elu": F.elu, "gelu": F.gelu, "tanh": torch.tanh}
@@ -35,10 +35,16 @@ class ProbabilisticEnsemble(nn.Module):
     The log-variance is soft-clamped between learned bounds (Chua et al. 2018, PETS, app. A.1).
     The bounds are per member (``[E, 1, D_out]``, mbrl-lib shares one pair) so that members stay
     fully independent and each member's best weights can be snapshotted on their own.
+
+    ``precision``: ``fp32``, ``bf16`` (the linear layers under bfloat16 autocast, in fitting
+    and in rollouts; normalizers, the clamp, the loss and the parameters stay float32) or
+    ``auto`` (``bf16`` where ``cfg.device`` runs it natively).
     """
 
-    def __init__(self, obs_dim: int, act_dim: int, cfg: EnsembleConfig) -> None:
+    def __init__(self, obs_dim: int, act_dim: int, cfg: EnsembleConfig,
+                 precision: str = "fp32") -> None:
         super().__init__()
+        self.precision = resolve_precision(precision, cfg.device)  # fp32 or bf16
         self.obs_dim, self.act_dim, self.members = obs_dim, act_dim, cfg.members
         self.learn_reward = cfg.learn_reward
         self.in_dim, self.out_dim = obs_dim + act_dim, obs_dim + int(cfg.learn_reward)
@@ -59,14 +65,15 @@ class ProbabilisticEnsemble(nn.Module):
         """
         h = self.in_norm.normalize(x)
         last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            if members is None:
-                h = layer(h)
-            else:
-                h = torch.baddbmm(layer.bias[members], h, layer.weight[members])
-            if i < last:
-                h = self.activation(h)
-        mean, raw_log_var = h.split(self.out_dim, dim=-1)
+        with autocast(self.precision, h.device):
+            for i, layer in enumerate(self.layers):
+                if members is None:
+                    h = layer(h)
+                else:
+                    h = torch.baddbmm(layer.bias[members], h, layer.weight[members])
+                if i < last:
+                    h = self.activation(h)
+        mean, raw_log_var = h.float().split(self.out_dim, dim=-1)
         lo, hi = self.min_log_var, self.max_log_var
         if members is not None:
             lo, hi = lo[members], hi[members]

@@ -17,6 +17,7 @@ import torch
 
 from mbpo_arm.agent.config import EnsembleConfig
 from mbpo_arm.agent.ensemble import ProbabilisticEnsemble, draw_uniform, member_index
+from mbpo_arm.agent.layers import adam
 from mbpo_arm.agent.math import gaussian_nll
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -77,12 +78,13 @@ def _evaluate(model: ProbabilisticEnsemble, x: torch.Tensor, y: torch.Tensor
 
 def _optimizer(model: ProbabilisticEnsemble, cfg: EnsembleConfig) -> torch.optim.Adam:
     """Adam with one weight decay per layer on the weights only (MBPO decays weights, not
-    biases); Adam's ``weight_decay`` adds ``wd * w`` to the gradient, i.e. an L2 term."""
+    biases); Adam's ``weight_decay`` adds ``wd * w`` to the gradient, i.e. an L2 term. Fused
+    or foreach kernel: :func:`~agent.layers.adam`."""
     groups = [{"params": [layer.weight], "weight_decay": wd}
               for layer, wd in zip(model.layers, cfg.weight_decay, strict=True)]
     rest = [layer.bias for layer in model.layers] + [model.max_log_var, model.min_log_var]
     groups.append({"params": rest, "weight_decay": 0.0})
-    return torch.optim.Adam(groups, lr=cfg.lr)
+    return adam(groups, lr=cfg.lr)
 
 
 def _train_epoch(model: ProbabilisticEnsemble, opt: torch.optim.Optimizer, x: torch.Tensor,

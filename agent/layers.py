@@ -1,5 +1,7 @@
 """Shared layers: one linear layer for all members of an ensemble (weights ``[E, in, out]``,
-one batched matmul), and a per-feature normalizer.
+one batched matmul), a per-feature normalizer, and what every learner network runs under:
+the number format (:func:`resolve_precision`, :func:`autocast`) and the optimizer
+(:func:`adam`).
 
 Used by the dynamics ensemble (E = 7) and by SAC's twin critics (E = 2), so every member runs
 in a single computation (mbrl-lib ``EnsembleLinearLayer``).
@@ -7,10 +9,17 @@ in a single computation (mbrl-lib ``EnsembleLinearLayer``).
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
+
+from mbpo_arm.agent.config import PRECISIONS
+
+FUSED_DEVICES = ("cpu", "cuda")  # where torch.optim.Adam(fused=True) has a kernel we use
 
 
 class EnsembleLinear(nn.Module):
@@ -71,3 +80,71 @@ class Normalizer(nn.Module):
 
     def denormalize(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.std + self.mean
+
+
+# ------------------------------------------------------------------ precision and optimizer
+def native_bf16(device: str | torch.device, cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether ``device`` runs bfloat16 matmuls natively: a CPU with AMX-BF16 or AVX512-BF16
+    (the ``amx_bf16`` / ``avx512_bf16`` flags of ``cpuinfo``; oneDNN then uses them, about 7x
+    fp32's GFLOP/s with AMX), or a CUDA device that ``torch.cuda.is_bf16_supported()``."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f
+                          if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def resolve_precision(precision: str, device: str | torch.device) -> str:
+    """``auto`` | ``fp32`` | ``bf16`` -> ``fp32`` or ``bf16``: ``auto`` picks ``bf16`` where
+    :func:`native_bf16` says ``device`` runs it natively, else ``fp32``."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision={precision} is not allowed; choose one of "
+                         f"{', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision
+
+
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """The forward passes' context: bfloat16 autocast on ``device`` with ``bf16``, a no-op
+    with ``fp32``. Parameters stay float32 and their gradients come back float32 (autocast
+    casts on the fly); callers turn the outputs back to float32 before any loss."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
+def adam(params: Iterable[torch.Tensor] | Iterable[dict[str, Any]], lr: float
+         ) -> torch.optim.Adam:
+    """``torch.optim.Adam`` with its fused kernel where the parameters' device and dtype
+    have one (CPU and CUDA float32), else the foreach kernel; either way one pass over all
+    tensors instead of the per-tensor loop torch picks on CPU by default (one SAC update at
+    hidden 512: Adam 24% of the time before).
+
+    ``load_state_dict`` keeps this choice: torch takes the ``fused`` / ``foreach`` flags from
+    the saved param groups (``Optimizer.load_state_dict``), so a hook puts them back and moves
+    ``step`` where the kernel wants it (fused: float32 on the parameter's device; else CPU).
+    """
+    groups = list(params)
+    tensors = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+    fused = bool(tensors) and all(
+        p.device.type in FUSED_DEVICES and p.dtype in (torch.float32, torch.float64)
+        for p in tensors)
+    opt = torch.optim.Adam(groups, lr=lr, fused=fused or None, foreach=None if fused else True)
+    opt.register_load_state_dict_post_hook(functools.partial(_keep_kernel, fused=fused))
+    return opt
+
+
+def _keep_kernel(opt: torch.optim.Optimizer, fused: bool) -> None:
+    for group in opt.param_groups:
+        group["fused"], group["foreach"] = (True, None) if fused else (None, True)
+        for p in group["params"]:
+            state = opt.state.get(p, {})
+            if torch.is_tensor(state.get("step")):
+                device = p.device if fused else torch.device("cpu")
+                state["step"] = state["step"].to(dtype=torch.float32, device=device)

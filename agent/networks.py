@@ -1,6 +1,8 @@
 """SAC's networks: an MLP builder, the Gaussian actor, and the twin critic as one ensemble.
 
-Shapes: ``B`` batch, ``E`` critic members, ``A`` action size.
+Shapes: ``B`` batch, ``E`` critic members, ``A`` action size. With ``precision="bf16"`` the
+hidden layers run under bfloat16 autocast (:func:`~agent.layers.autocast`) and the outputs
+come back float32; parameters stay float32.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from mbpo_arm.agent.layers import EnsembleLinear
+from mbpo_arm.agent.layers import EnsembleLinear, autocast
 
 LOG_STD_MIN, LOG_STD_MAX = -5.0, 2.0
 
@@ -35,17 +37,20 @@ class Actor(nn.Module):
     ``forward(obs [B, obs_dim]) -> (mean [B, A], log_std [B, A])``, ``log_std`` squashed
     smoothly into ``[LOG_STD_MIN, LOG_STD_MAX]`` = ``[-5, 2]`` by a tanh, so its gradient
     never vanishes at a hard clip (cleanrl ``sac_continuous_action.py``, after OpenAI
-    baselines / SpinningUp).
+    baselines / SpinningUp). ``precision``: ``fp32`` or ``bf16`` (the MLP under autocast).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
-                 activation: Callable[[], nn.Module] = nn.ReLU) -> None:
+                 activation: Callable[[], nn.Module] = nn.ReLU, precision: str = "fp32") -> None:
         super().__init__()
         self.obs_dim, self.act_dim, self.hidden = obs_dim, act_dim, tuple(hidden)
+        self.precision = precision
         self.net = mlp(obs_dim, hidden, 2 * act_dim, activation)  # mean and log_std heads
 
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mean, log_std = self.net(obs).chunk(2, dim=-1)
+        with autocast(self.precision, obs.device):
+            out = self.net(obs)
+        mean, log_std = out.float().chunk(2, dim=-1)
         log_std = LOG_STD_MIN + 0.5 * (LOG_STD_MAX - LOG_STD_MIN) * (torch.tanh(log_std) + 1.0)
         return mean, log_std
 
@@ -60,13 +65,14 @@ class TwinCritic(nn.Module):
     broadcast to ``[E, B, obs + A]`` (a stride-0 view, no copy) and passed through
     :class:`~agent.layers.EnsembleLinear` layers, ``[E, B, D] -> [E, B, 1]``. Members are
     initialised independently (clipped double Q, Fujimoto et al. 2018, needs them to differ).
+    ``precision``: ``fp32`` or ``bf16`` (the layers under autocast, ``q`` float32).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: Sequence[int] = (256, 256),
                  members: int = 2, activation: Callable[[], nn.Module] = nn.ReLU,
-                 layer_norm: bool = False) -> None:
+                 layer_norm: bool = False, precision: str = "fp32") -> None:
         super().__init__()
-        self.members = members
+        self.members, self.precision = members, precision
         dims = [obs_dim + act_dim, *hidden, 1]
         layers: list[nn.Module] = []
         for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
@@ -80,6 +86,6 @@ class TwinCritic(nn.Module):
     def forward(self, obs: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         x = torch.cat([obs, action], dim=-1)
         x = x.unsqueeze(0).expand(self.members, *x.shape)
-        return self.net(x).squeeze(-1)
-
-
+        with autocast(self.precision, x.device):
+            q = self.net(x)
+        return q.float().squeeze(-1)

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from mbpo_arm.agent.config import SACConfig
-from mbpo_arm.agent.layers import Normalizer
+from mbpo_arm.agent.layers import Normalizer, adam, resolve_precision
 from mbpo_arm.agent.math import (
     actor_loss,
     critic_target,
@@ -66,13 +66,17 @@ class SAC:
         device: where networks, optimizer states and updates live; batches must be on it.
         generator: acting noise and the seeds of weights and update noise (see the module
             docstring); ``None``: a nondeterministically seeded CPU generator.
+        precision: ``fp32``, ``bf16`` (the networks' forward passes under bfloat16 autocast;
+            losses, targets, normalizer, parameters and Adam states stay float32) or ``auto``
+            (``bf16`` where ``device`` runs it natively, :func:`~agent.layers.resolve_precision`).
     """
 
     def __init__(self, obs_dim: int, act_dim: int, cfg: SACConfig,
                  device: str | torch.device = "cpu",
-                 generator: torch.Generator | None = None) -> None:
+                 generator: torch.Generator | None = None, precision: str = "fp32") -> None:
         self.obs_dim, self.act_dim, self.cfg = obs_dim, act_dim, cfg
         self.device = torch.device(device)
+        self.precision = resolve_precision(precision, self.device)  # fp32 or bf16
         if generator is None:
             generator = torch.Generator()
             generator.seed()
@@ -81,9 +85,11 @@ class SAC:
                                     else cfg.target_entropy)
         with torch.random.fork_rng(devices=[]):  # weights from our seed, global RNG untouched
             torch.default_generator.manual_seed(_draw_seed(generator))
-            self.actor = Actor(obs_dim, act_dim, cfg.hidden).to(self.device)
+            self.actor = Actor(obs_dim, act_dim, cfg.hidden,
+                               precision=self.precision).to(self.device)
             self.critic = TwinCritic(obs_dim, act_dim, cfg.hidden,
-                                     layer_norm=cfg.critic_layer_norm).to(self.device)
+                                     layer_norm=cfg.critic_layer_norm,
+                                     precision=self.precision).to(self.device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(cfg.init_alpha), device=self.device,
                                       requires_grad=True)
@@ -97,9 +103,9 @@ class SAC:
         self._actor_metrics = {"actor_loss": nan, "alpha_loss": nan, "entropy": nan}
 
     def _make_optimizers(self) -> None:
-        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=self.cfg.actor_lr)
-        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=self.cfg.critic_lr)
-        self.alpha_opt = torch.optim.Adam([self.log_alpha], lr=self.cfg.alpha_lr)
+        self.actor_opt = adam(self.actor.parameters(), lr=self.cfg.actor_lr)
+        self.critic_opt = adam(self.critic.parameters(), lr=self.cfg.critic_lr)
+        self.alpha_opt = adam([self.log_alpha], lr=self.cfg.alpha_lr)
 
     @property
     def alpha(self) -> torch.Tensor:

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from mbpo_arm.agent.config import (
+    PRECISIONS,
     EnsembleConfig,
     FinetuneConfig,
     LoggerConfig,
@@ -65,6 +66,17 @@ class AgentConfig:
 
 
 @dataclass
+class ResumeOptions:
+    """What ``resume=<run_dir>`` may do about damage it finds; on the command line as
+    ``resume.fallback=true`` and ``resume.accept_log_damage=true``, with ``resume=``."""
+
+    # a damaged newest checkpoint: set it aside and continue from the newest intact one
+    fallback: bool = False
+    # a damaged replay log (runtime=async): continue without its damaged records
+    accept_log_damage: bool = False
+
+
+@dataclass
 class RunConfig:
     """One run: the backend, the task, the agent, the schedule, the logging."""
 
@@ -78,11 +90,19 @@ class RunConfig:
     device: str = "cpu"  # torch device for learning: cpu, cuda, cuda:1, mps
     run_dir: str | None = None  # where results go; null: runs/<task>-<agent>-<time>-s<seed>
     resume: str | None = None  # a run directory to continue from its last checkpoint
+    # what a resume may do about damage (resume.fallback, resume.accept_log_damage)
+    resume_options: ResumeOptions = field(default_factory=ResumeOptions)
     init_from: str | None = None  # a run (e.g. from `mbpo-arm pretrain`) to start from
     # torch threads of the sync trainer and of each learner: a number, or auto (the CPUs the
     # actor leaves). One by default: on a shared machine more threads fight for the cores
     # (500 SAC updates: 15 s with 1 thread, 224 s with 2 beside one other job).
     threads: str = "1"
+    # number format of the learner (SAC updates, ensemble fit, model rollouts): fp32, bf16 or
+    # auto (bf16 where the device runs it natively: a CPU with AMX-BF16 or AVX512-BF16, a
+    # CUDA GPU with bf16; else fp32). With bf16 only the forward passes are autocast; losses,
+    # targets, normalizers, parameters and Adam states stay fp32. fp32 by default until the
+    # learning curves of bf16 are measured against fp32's.
+    precision: str = "fp32"
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)  # sync loop, or async actor
     shield: ShieldSettings = field(default_factory=ShieldSettings)  # the safety shield
 
@@ -93,8 +113,8 @@ SCHEMA_OPTIONS: dict[str, dict[str, type]] = {
     "logger": {"default": LoggerConfig}, "runtime": {"sync": RuntimeConfig}}
 PARTS: dict[str, type] = {"task": TaskConfig, "agent": AgentConfig, "trainer": TrainerConfig,
                           "logger": LoggerConfig, "runtime": RuntimeConfig,
-                          "shield": ShieldSettings}
-TOP_KEYS = ("seed", "device", "run_dir", "resume", "init_from", "threads")
+                          "shield": ShieldSettings, "resume_options": ResumeOptions}
+TOP_KEYS = ("seed", "device", "run_dir", "resume", "init_from", "threads", "precision")
 
 
 @functools.cache
@@ -126,8 +146,9 @@ def validate(cfg: DictConfig, backend_name: str) -> RunConfig:
     parts = {"backend": BACKEND_SCHEMAS[backend_name], **PARTS}
     extra = set(cfg.keys()) - set(parts) - set(TOP_KEYS) - {"hydra", "backend_name"}
     if extra:
+        shown = sorted({*parts, *TOP_KEYS} - {"resume_options"})  # set as resume.<key>
         raise ConfigError(f"{sorted(extra)[0]} is not a config key; top-level keys are "
-                          f"{', '.join(sorted([*parts, *TOP_KEYS]))}")
+                          f"{', '.join(shown)}")
     built = {name: typed(name, schema, cfg.get(name, {})) for name, schema in parts.items()}
     top = {k: cfg.get(k, getattr(RunConfig, k)) for k in TOP_KEYS}
     limits = built["shield"].limits_file
@@ -139,6 +160,10 @@ def validate(cfg: DictConfig, backend_name: str) -> RunConfig:
     top["threads"] = str(top["threads"])
     if not (top["threads"] == "auto" or top["threads"].isdigit() and int(top["threads"]) >= 1):
         raise ConfigError(f"threads={top['threads']} is not allowed; give a number >= 1 or auto")
+    top["precision"] = str(top["precision"])
+    if top["precision"] not in PRECISIONS:
+        raise ConfigError(f"precision={top['precision']} is not allowed; choose one of "
+                          f"{', '.join(PRECISIONS)}")
     device = str(top["device"])
     if not (device == "cpu" or device.startswith("cuda") or device == "mps"):
         raise ConfigError(f"device={device} is not allowed; choose cpu, cuda, cuda:N or mps")

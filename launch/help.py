@@ -35,7 +35,8 @@ DESCRIPTIONS = {
     "train": "Train an agent on the MuJoCo twin or on a real arm. Everything else on the line "
              "is a setting: group=option picks a preset (agent=mbpo_reach), key=value sets one "
              "key (trainer.total_steps=20000). Results go to run_dir; resume=RUN continues a "
-             "run from its last checkpoint.",
+             "run from its last checkpoint, verified first; resume.fallback=true continues "
+             "from the newest intact one when the last is damaged.",
     "collect": "Make an offline dataset (.npz) in the twin with a behaviour policy. The "
                "settings of a run choose the task, the backend and the seed.",
     "pretrain": "Train a model-based agent offline (MOPO) on a dataset, without robot time; "
@@ -63,7 +64,7 @@ OWN_KEYS = {
 SHOWN = {
     "train": (("backend", "task", "agent", "runtime", "robot", "logger"), TOP_KEYS, True),
     "collect": (("task", "backend"), ("seed",), False),
-    "pretrain": (("task", "agent"), ("seed", "device", "run_dir"), True),
+    "pretrain": (("task", "agent"), ("seed", "device", "precision", "run_dir"), True),
     "calibrate": (("robot",), ("backend.calibration", "backend.protocol", "backend.baudrate",
                                "backend.ids", "backend.zero_pose"), False),
 }
@@ -72,7 +73,8 @@ EXAMPLES = {
               "mbpo-arm train --show-config agent=mbpo_reach",
               "mbpo-arm train runtime=async runtime.control_hz=50",
               "mbpo-arm train --backend serial robot=so101 port=/dev/ttyACM0",
-              "mbpo-arm train resume=runs/RUN trainer.total_steps=60000"],
+              "mbpo-arm train resume=runs/RUN trainer.total_steps=60000",
+              "mbpo-arm train resume=runs/RUN resume.fallback=true"],
     "collect": ["mbpo-arm collect task=reach policy=medium episodes=200 out=data/reach.npz",
                 "mbpo-arm collect task=hopper policy=checkpoint checkpoint=runs/RUN noise=0.3 "
                 "out=data/hopper.npz"],
@@ -82,6 +84,8 @@ EXAMPLES = {
                   "mbpo-arm calibrate robot=koch port=/dev/ttyUSB0 "
                   "backend.calibration=~/koch.json"],
 }
+# The schema's group of resume options, set on the command line as resume.<key>=.
+RESUME_OPTIONS = "resume_options"
 # What the --backend choice means for the backend.* keys.
 BACKEND_TEXT = "the robot backend's settings; which keys depends on --backend"
 
@@ -109,8 +113,7 @@ def epilog(command: str) -> str:
     backend = "serial" if command == "calibrate" else "mujoco"
     fields = leaf_fields(backend)
     out += ["", "keys (key=value, default shown):"]
-    out += [row(f"{k}={fields[k].default}", first_sentence(fields[k].doc) or "", width)
-            for k in keys]
+    out += [line for k in keys for line in key_rows(k, fields, width)]
     if trees:
         out += ["", "more keys, by group:"]
         out += [row(f"{prefix}.*", text, width) for prefix, text in sub_trees()]
@@ -119,6 +122,15 @@ def epilog(command: str) -> str:
                               f"{REFERENCE}.", width), "", "examples:"]
     out += [f"  {e}" for e in EXAMPLES[command]]
     return "\n".join(out)
+
+
+def key_rows(key: str, fields: dict[str, FieldDoc], width: int) -> list[str]:
+    """The row of ``key``; ``resume`` is followed by its options (``resume.fallback``)."""
+    shown = [(key, fields[key])]
+    if key == "resume":
+        shown += [(f"resume.{k.removeprefix(RESUME_OPTIONS + '.')}", f)
+                  for k, f in fields.items() if k.startswith(RESUME_OPTIONS + ".")]
+    return [row(f"{k}={f.default}", first_sentence(f.doc) or "", width) for k, f in shown]
 
 
 def row(left: str, text: str, width: int) -> str:
@@ -220,7 +232,7 @@ def sub_trees() -> list[tuple[str, str]]:
 
     def walk(cls: type, prefix: str) -> None:
         for f in describe(cls):
-            if f.sub is None:
+            if f.sub is None or f.name == RESUME_OPTIONS:  # listed beside resume
                 continue
             key = f"{prefix}{f.name}"
             out.append((key, first_sentence(f.doc) or first_line(f.sub.__doc__, f.sub)))
