@@ -5,9 +5,11 @@
 
 For each rate and run: starts ``python -m mbpo_arm.sim.ros2_twin_driver`` in a fresh DDS
 domain, runs
-:class:`hardware.ros2.Ros2Robot` here at that rate for ``--seconds`` (a 0.5 Hz sine on every
-joint around the home pose), and a third participant timestamps each ``JointState`` as it
-lands (a DDS listener, on the middleware's thread). Prints a table of medians over the runs:
+:class:`hardware.ros2.Ros2Robot` here on its control loop (:class:`hardware.loop.ControlLoop`,
+the shield inside, as ``mbpo-arm train --backend ros2`` builds it) at that rate for
+``--seconds`` (a 0.5 Hz sine on every joint around the home pose), and a third participant
+timestamps each ``JointState`` as it lands (a DDS listener, on the middleware's thread). Prints a
+table of medians over the runs:
 tick lateness (p50 / p99 / max, ms), missed deadlines, JointState delivery latency (arrival
 minus header stamp, one clock; p50 / p99 / max, ms), commands the driver took per command sent
 (below 1 where two land between its ticks: keep-last-1 keeps the newer, by design), joint
@@ -29,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mbpo_arm.envs.factory import make_loop
 from mbpo_arm.hardware.ros2 import messages as m
 from mbpo_arm.hardware.ros2.config import Ros2Config
 from mbpo_arm.hardware.ros2.node import Ros2Robot
@@ -40,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def run_once(hz: float, seconds: float, domain: int) -> dict:
     """One run; returns its figures and the raw lateness and latency samples (ms)."""
     stats_file = Path(tempfile.mkdtemp()) / "driver.json"
-    backend = [f"backend.domain_id={domain}", f"backend.control_hz={hz}"]
+    backend = [f"backend.domain_id={domain}", f"runtime.control_hz={hz}"]
     driver = subprocess.Popen([sys.executable, "-m", "mbpo_arm.sim.ros2_twin_driver", "--stats",
                                str(stats_file), *backend], cwd=ROOT,
                               stdout=subprocess.DEVNULL)
@@ -48,22 +51,24 @@ def run_once(hz: float, seconds: float, domain: int) -> dict:
     probe = CycloneTransport(domain)
     probe.listen("/joint_states", m.JointState, SENSOR_DATA, lambda js: latency.append(
         (time.time() - js.header.stamp.sec - js.header.stamp.nanosec * 1e-9) * 1e3))
-    robot = Ros2Robot(Ros2Config(domain_id=domain, control_hz=hz, reset_speed=2.0))
+    loop = make_loop("ros2", Ros2Config(domain_id=domain), control_hz=hz)
+    robot = loop.backend
+    assert isinstance(robot, Ros2Robot)
     try:
-        robot.connect()
+        loop.connect()
         home = robot.home_position
-        robot.reset(home)
-        robot.lateness.clear()  # measure the steady loop only
-        latency.clear()
+        loop.reset(home)
+        loop.pace.lateness.clear()  # measure the steady loop only
+        skipped0, ticks0, latency[:] = loop.pace.skipped, loop.ticks, []
         errors = []
         t0 = time.monotonic()
         while (t := time.monotonic() - t0) < seconds:
-            target = home + 0.2 * np.sin(2 * np.pi * 0.5 * t)
-            errors.append(robot.read_state().position - robot.send_command(target))
-            robot.advance()
+            before = loop.state.position
+            errors.append(before - loop.tick(home + 0.2 * np.sin(2 * np.pi * 0.5 * t)).sent)
         stats = robot.stats()
-        lateness = np.array(robot.lateness) * 1e3
-        robot.disconnect()
+        lateness = np.array(loop.pace.lateness) * 1e3
+        stats |= {"ticks": loop.ticks - ticks0, "missed_deadlines": loop.pace.skipped - skipped0}
+        loop.close()
     finally:
         probe.close()
         driver.send_signal(2)

@@ -4,10 +4,11 @@ how closely the emulated arm follows the twin, for both protocols.
     python bench/serial_bus.py [--seconds 5] [--hz 100] [--runs 3] [--out bench/results/serial_bus]
 
 For each protocol and run: a :class:`hardware.serial_robot.SerialRobot` on the servo emulator
-(``sim/servo_emulator.py``, real bytes on a pty) (1) ticks at ``--hz`` for ``--seconds``,
-timing each tick's bus work (one SYNC_READ of position and velocity, one SYNC_WRITE of goal
-positions); (2) loops with no sleep for 2 s (the fastest control rate the bus allows here);
-(3) plays 1.5 s of the same sine commands on the bus and on the twin and compares the joint
+(``sim/servo_emulator.py``, real bytes on a pty) (1) ticks at ``--hz`` for ``--seconds``
+(paced by the control loop's clock, :class:`hardware.loop.Pace`), timing each tick's bus work
+(one SYNC_READ of position and velocity, one SYNC_WRITE of goal positions); (2) loops with
+no sleep for 2 s (the fastest control rate the bus allows here); (3) plays 1.5 s of the same sine
+commands on the bus and on the twin and compares the joint
 trajectories. Prints a table of medians over runs, saves ``<out>.json`` and ``<out>.png``.
 A pty moves bytes at memory speed: on a real bus add the wire time (a 6-servo tick is about
 1 ms at 1 Mbps) and the USB adapter's latency.
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from mbpo_arm.hardware.config import SerialConfig
+from mbpo_arm.hardware.loop import Pace
 from mbpo_arm.hardware.serial_robot import SerialRobot
 from mbpo_arm.sim.config import TwinConfig
 from mbpo_arm.sim.servo_emulator import ServoEmulator
@@ -32,49 +34,49 @@ from mbpo_arm.sim.twin import TwinRobot
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def robot_on(emulator: ServoEmulator, directory: Path, hz: float) -> SerialRobot:
+def robot_on(emulator: ServoEmulator, directory: Path) -> SerialRobot:
     calibration = directory / f"{emulator.protocol}.json"
     emulator.calibration().save(calibration)
     return SerialRobot(SerialConfig(port=emulator.port, protocol=emulator.protocol,
-                                    calibration=str(calibration), control_hz=hz, hold_s=0.05))
+                                    calibration=str(calibration), hold_s=0.05))
 
 
-def tick_times(robot: SerialRobot, seconds: float) -> np.ndarray:
-    """Bus time (s) of each tick at the robot's control rate."""
-    state, times = robot.read_state(), []
+def tick_times(robot: SerialRobot, hz: float, seconds: float) -> np.ndarray:
+    """Bus time (s) of each tick at ``hz``."""
+    state, times, pace = robot.read(), [], Pace(1.0 / hz)
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         start = time.perf_counter()
-        robot.send_command(state.position)
-        state = robot.read_state()
+        robot.write(state.position)
+        state = robot.read()
         times.append(time.perf_counter() - start)
-        robot.advance()
+        pace.wait()
     return np.array(times)
 
 
 def fastest_rate(robot: SerialRobot, seconds: float = 2.0) -> float:
-    state, n = robot.read_state(), 0
+    state, n = robot.read(), 0
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        robot.send_command(state.position)
-        state = robot.read_state()
+        robot.write(state.position)
+        state = robot.read()
         n += 1
     return n / seconds
 
 
 def twin_error(robot: SerialRobot, hz: float) -> tuple[float, float]:
-    """Mean and max |joint position| difference (rad) against the twin, same commands."""
-    twin = TwinRobot(TwinConfig(control_hz=hz))
-    home = twin.home_position
-    twin.reset(robot.reset(home).position)
+    """Mean and max |joint position| difference (rad) against the twin, same commands, from
+    the pose the arm is in."""
+    twin = TwinRobot(TwinConfig(), control_hz=hz)
+    start = twin.place(robot.read().position).position
     n, phase = int(1.5 * hz), 2 * np.pi * np.arange(6) / 6
-    errors = []
+    errors, pace = [], Pace(1.0 / hz)
     for k in range(n):
-        command = home + 0.4 * np.sin(phase + 2 * np.pi * k / n) * (np.arange(6) < 5)
-        twin.send_command(robot.send_command(command))
-        robot.advance()
-        twin.advance()
-        errors.append(np.abs(robot.read_state().position - twin.read_state().position))
+        command = start + 0.4 * np.sin(phase + 2 * np.pi * k / n) * (np.arange(6) < 5)
+        twin.write(robot.write(command))
+        pace.wait()
+        twin.step()
+        errors.append(np.abs(robot.read().position - twin.read().position))
     errors = np.array(errors)
     return float(errors.mean()), float(errors.max())
 
@@ -93,13 +95,13 @@ def main() -> None:
             runs = []
             for _ in range(args.runs):
                 with ServoEmulator(protocol) as emulator:
-                    robot = robot_on(emulator, Path(tmp), args.hz)
+                    robot = robot_on(emulator, Path(tmp))
                     robot.connect()
-                    times = tick_times(robot, args.seconds)
+                    times = tick_times(robot, args.hz, args.seconds)
                     rate = fastest_rate(robot)
                     mean_err, max_err = twin_error(robot, args.hz)
                     stats = dict(vars(robot.bus.stats))
-                    robot.disconnect()
+                    robot.close()
                     runs.append({"tick_p50_ms": 1e3 * float(np.median(times)),
                                  "tick_p99_ms": 1e3 * float(np.percentile(times, 99)),
                                  "fastest_hz": rate, "twin_mean_rad": mean_err,

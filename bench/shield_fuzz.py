@@ -2,10 +2,10 @@
 
 The policy proposes joint positions: a random walk around the last command, random targets
 anywhere in (and beyond) the joint ranges, and bursts of 5-40 ticks of NaN, inf, huge values,
-sign flips every tick, dives into the table, a stalled command stream (the loop ticks, no
-command comes: the watchdog) or a latched e-stop (reset at the burst's end). Every proposal
-goes through the shield (``configs/limits/so101.yaml``, collision check on) into the twin,
-which steps its physics.
+sign flips every tick, dives into the table, a stalled policy (no proposal comes: the control
+loop holds the last command) or a latched e-stop (reset at the burst's end). Every proposal
+goes through the shield (``configs/limits/so101.yaml``, collision check on) on the control
+loop (:class:`hardware.loop.ControlLoop`) into the twin, which steps its physics.
 Measured after each step: joint positions beyond the shield's limits (hardware limits minus
 the margin) and beyond the hardware limits, joint speeds, contacts between the arm and the
 table (moving link against static geometry) and between links.
@@ -27,7 +27,8 @@ import numpy as np
 
 from mbpo_arm.hardware.config import LIMITS_DIR
 from mbpo_arm.hardware.estop import EStop
-from mbpo_arm.hardware.shield import RULES, Shield, ShieldedRobot
+from mbpo_arm.hardware.loop import ControlLoop
+from mbpo_arm.hardware.shield import RULES, Shield
 from mbpo_arm.hardware.shield_config import ShieldConfig
 from mbpo_arm.sim.config import TwinConfig
 from mbpo_arm.sim.geometry import MujocoGeometry
@@ -65,8 +66,8 @@ def run(steps: int, seed: int, episode: int) -> dict:
     twin = TwinRobot(TwinConfig())
     geometry = MujocoGeometry.from_limits(cfg)
     shield = Shield(cfg, twin.control_period, geometry, True, estop=EStop())
-    robot = ShieldedRobot(twin, shield, clock=twin.clock)
-    robot.connect()
+    loop = ControlLoop(twin, shield, 1 / twin.control_period, place_resets=True)
+    loop.connect()
     rng = np.random.default_rng(seed)
     lo, hi = cfg.lower + cfg.margin, cfg.upper - cfg.margin
     model, data = twin.model, twin.data
@@ -78,22 +79,23 @@ def run(steps: int, seed: int, episode: int) -> dict:
     t0 = time.perf_counter()
     for k in range(steps):
         if k % episode == 0:
-            last = robot.reset(twin.home_position).position
+            last = loop.reset(twin.home_position).position
         if burst_left == 0 and rng.random() < 0.02:
             burst, burst_left = str(rng.choice(BURSTS)), int(rng.integers(5, 41))
             bursts[burst] += 1
         if burst == "estop" and not shield.estop.latched:
             shield.estop.trigger("fuzz")
-        robot.read_state()
-        if burst != "stall":
-            last = robot.send_command(proposal(rng, last, burst, k, cfg))
-            yielded += bool(robot.last_result.yielded)
+        if burst == "stall":
+            tick = loop.hold()
+        else:
+            tick = loop.tick(proposal(rng, last, burst, k, cfg))
+            last = tick.sent
+            yielded += bool(tick.yielded)
         burst_left = max(burst_left - 1, 0)
         if not burst_left and shield.estop.latched:
             shield.estop.reset()
         burst = burst if burst_left else None
-        robot.advance()
-        q = robot.read_state()
+        q = tick.state
         over_soft = max(float(np.max(lo - q.position)), float(np.max(q.position - hi)), 0.0)
         over_hard = max(float(np.max(cfg.lower - q.position)),
                         float(np.max(q.position - cfg.upper)), 0.0)

@@ -1,4 +1,5 @@
-"""Build an env from the config: the backend's robot, then the task over it.
+"""Build an env from the config: the backend, the control loop with the shield inside it,
+then the task over the loop.
 
 Any gymnasium id works as a task (``Hopper-v5``, ``InvertedPendulum-v5``) so the agent can be
 measured on the tasks the literature reports; ``ArmReach-*`` runs over the configured backend.
@@ -6,6 +7,7 @@ measured on the tasks the literature reports; ``ArmReach-*`` runs over the confi
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -17,11 +19,12 @@ from mbpo_arm.envs.reach import ArmReachEnv
 from mbpo_arm.envs.tasks import TaskFunctions, task_functions
 from mbpo_arm.hardware.config import LIMITS_DIR, SerialConfig, ShieldSettings, limits_path
 from mbpo_arm.hardware.estop import process_estop
-from mbpo_arm.hardware.robot import Robot
+from mbpo_arm.hardware.loop import ControlLoop, StallMonitor
+from mbpo_arm.hardware.robot import Backend
 from mbpo_arm.hardware.ros2.config import Ros2Config
 from mbpo_arm.hardware.ros2.node import Ros2Robot
 from mbpo_arm.hardware.serial_robot import SerialRobot
-from mbpo_arm.hardware.shield import Shield, ShieldedRobot
+from mbpo_arm.hardware.shield import Shield
 from mbpo_arm.hardware.shield_config import ShieldConfig
 from mbpo_arm.sim.config import ASSET, TwinConfig
 from mbpo_arm.sim.geometry import MujocoGeometry
@@ -40,30 +43,54 @@ def check_task(task: TaskConfig) -> None:
 BACKENDS = {"mujoco": (TwinConfig, TwinRobot), "serial": (SerialConfig, SerialRobot),
             "ros2": (Ros2Config, Ros2Robot)}
 # Every backend not named here drives hardware: it refuses to start without the shield and a
-# limits file (check_shield_settings).
+# limits file, and its resets always move through the shield (check_shield_settings).
 SIMULATED_BACKENDS = frozenset({"mujoco"})
 
 
-def make_robot(backend: str, config: Any, shield: ShieldSettings | None = None) -> Robot:
-    """The robot of backend ``backend`` (a key of ``BACKENDS``) built from its config, behind
-    the safety shield (:class:`hardware.shield.ShieldedRobot`) unless ``shield.enabled`` is
-    false (simulated backends only). ``shield``: the run's ``shield:`` section (defaults)."""
+def make_backend(backend: str, config: Any, control_hz: float) -> Backend:
+    """The passive backend ``backend`` (a key of ``BACKENDS``) built from its config."""
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is unknown; choose one of {sorted(BACKENDS)}")
+    if backend == "serial":
+        return SerialRobot(config)
+    return BACKENDS[backend][1](config, control_hz=control_hz)
+
+
+def make_loop(backend: str, config: Any, shield: ShieldSettings | None = None,
+              control_hz: float = 20.0, realtime: bool = False) -> ControlLoop:
+    """The control loop of backend ``backend`` at ``control_hz``, the safety shield inside it
+    unless ``shield.enabled`` is false (simulated backends only). ``shield``: the run's
+    ``shield:`` section (defaults); ``realtime``: pace the twin by the wall clock (hardware
+    always is). Bad settings fail here, before a port opens."""
     settings = shield if shield is not None else ShieldSettings()
-    check_shield_settings(backend, settings)  # before a port opens
-    robot = BACKENDS[backend][1](config)
-    return shield_robot(robot, backend, settings) if settings.enabled else robot
+    check_shield_settings(backend, settings)
+    robot = make_backend(backend, config, control_hz)
+    guard = make_shield(robot, settings, 1.0 / control_hz) if settings.enabled else None
+    hardware = backend not in SIMULATED_BACKENDS
+    place = not (settings.slow_reset if settings.slow_reset is not None else hardware)
+    loop = ControlLoop(robot, guard, control_hz, realtime=realtime or hardware,
+                       place_resets=place)
+    wd = settings.watchdog
+    if guard is not None and (wd.stall_monitor if wd.stall_monitor is not None else hardware):
+        loop.monitor = StallMonitor(loop, wd.command_timeout_periods / control_hz)
+    if guard is not None and isinstance(robot, Ros2Robot):  # the ROS 2 topics' own e-stop
+        robot.on_estop = guard.estop.trigger
+        robot.on_estop_reset = lambda source: guard.estop.reset()  # raises while a file holds
+        robot.status_sources += [guard.summary, loop.stats]
+    return loop
 
 
 def check_shield_settings(backend: str, settings: ShieldSettings) -> None:
-    """A hardware backend (not in ``SIMULATED_BACKENDS``) needs the shield and a limits
-    file; raise a one-line ValueError saying how to give them."""
+    """A hardware backend (not in ``SIMULATED_BACKENDS``) needs the shield, a limits file
+    and resets through the shield; raise a one-line ValueError saying how to give them."""
     if backend in SIMULATED_BACKENDS:
         return
     if not settings.enabled:
         raise ValueError(f"shield.enabled=false is not allowed for backend={backend}: it drives "
                          "hardware; only simulated backends run without the shield")
+    if settings.slow_reset is False:
+        raise ValueError(f"shield.slow_reset=false is not allowed for backend={backend}: a "
+                         "hardware arm moves to its reset pose only through the shield")
     if settings.limits_file is None:
         shipped = ", ".join(sorted(p.stem for p in LIMITS_DIR.glob("*.yaml")))
         raise ValueError(f"backend={backend} drives hardware and needs a limits file: set "
@@ -71,18 +98,17 @@ def check_shield_settings(backend: str, settings: ShieldSettings) -> None:
                          f"(shipped: {shipped})")
 
 
-def shield_robot(robot: Robot, backend: str, settings: ShieldSettings) -> ShieldedRobot:
-    """``robot`` behind a shield from ``settings``: its limits file (or, for a simulated
-    backend without one, the backend's own limits and model), the geometry of rules 5-6,
-    the process's e-stop. Inconsistent limits raise a one-line ValueError."""
-    twin = getattr(robot, "config", None)
+def make_shield(robot: Backend, settings: ShieldSettings, control_period: float) -> Shield:
+    """A shield for ``robot`` from ``settings``: its limits file (or, for a simulated backend
+    without one, the backend's own limits and model), the geometry of rules 5-6, the
+    process's e-stop. Inconsistent limits raise a one-line ValueError."""
+    twin = robot.config if isinstance(robot, TwinRobot) else None
     if settings.limits_file is not None:
         config = ShieldConfig.load(limits_path(settings.limits_file))
     else:
         config = ShieldConfig.from_joint_limits(
-            robot.joint_names, robot.limits, model=getattr(twin, "path", None),
-            ee_site=getattr(twin, "ee_site", "ee_site"),
-            home=getattr(robot, "home_position", None))
+            robot.joint_names, robot.limits, model=twin.path if twin else None,
+            ee_site=twin.ee_site if twin else "ee_site", home=robot.home_position)
     config.check_robot(robot.joint_names, robot.limits)
     geometry = None
     if config.model is not None:
@@ -91,33 +117,34 @@ def shield_robot(robot: Robot, backend: str, settings: ShieldSettings) -> Shield
             config.check_home(geometry.ee_position(config.home),
                               settings.collision and geometry.collides(config.home))
     e = settings.estop
-    shield = Shield(config, robot.control_period, geometry, settings.collision,
-                    settings.watchdog, process_estop(e.key, e.signal, e.file))
-    if hasattr(robot, "on_estop"):  # a backend with its own e-stop input (the ROS 2 topics)
-        robot.on_estop = shield.estop.trigger
-        robot.on_estop_reset = lambda source: shield.estop.reset()  # raises while a file holds
-        robot.status_sources.append(shield.summary)
-    hardware = backend not in SIMULATED_BACKENDS
-    slow = settings.slow_reset if settings.slow_reset is not None else hardware
-    thread = settings.watchdog.thread if settings.watchdog.thread is not None else hardware
-    return ShieldedRobot(robot, shield, clock=getattr(robot, "clock", None), slow_reset=slow,
-                         watchdog_thread=thread)
+    return Shield(config, control_period, geometry, settings.collision, settings.watchdog,
+                  process_estop(e.key, e.signal, e.file))
 
 
 def make_env(task: TaskConfig, backend: str = "mujoco", backend_config: Any = None,
-             render_mode: str | None = None, shield: ShieldSettings | None = None) -> gym.Env:
-    """The task env; ``ArmReach-*`` runs on ``make_robot(backend, backend_config, shield)``."""
+             render_mode: str | None = None, shield: ShieldSettings | None = None,
+             control_hz: float = 20.0, realtime: bool = False) -> gym.Env:
+    """The task env. ``ArmReach-*`` is built directly over
+    ``make_loop(backend, backend_config, shield, control_hz, realtime)`` (a live arm is never
+    handed through ``gym.make``, which deep-copies its arguments), with gymnasium's
+    ``TimeLimit`` and order checks; any other id is ``gym.make(task.id)``."""
     kwargs = dict(task.kwargs)
-    if task.max_episode_steps is not None:
-        kwargs["max_episode_steps"] = task.max_episode_steps
-    if task.id.startswith("ArmReach"):
-        config = backend_config if backend_config is not None else BACKENDS[backend][0]()
-        kwargs.update(robot=make_robot(backend, config, shield), config=task.reach)
-        if not isinstance(config, TwinConfig):  # a real arm: kinematics from its own MJCF
-            kwargs["kinematics"] = arm_kinematics(config)
     if render_mode is not None:
         kwargs["render_mode"] = render_mode
-    return gym.make(task.id, **kwargs)
+    if not task.id.startswith("ArmReach"):
+        if task.max_episode_steps is not None:
+            kwargs["max_episode_steps"] = task.max_episode_steps
+        return gym.make(task.id, **kwargs)
+    spec = gym.spec(task.id)
+    config = backend_config if backend_config is not None else BACKENDS[backend][0]()
+    loop = make_loop(backend, config, shield, control_hz, realtime)
+    kinematics = None if isinstance(config, TwinConfig) else arm_kinematics(config)
+    env: gym.Env = ArmReachEnv(loop, kinematics, task.reach, **kwargs)
+    steps = task.max_episode_steps or spec.max_episode_steps
+    env.unwrapped.spec = dataclasses.replace(spec, max_episode_steps=steps,
+                                             kwargs={**spec.kwargs, **kwargs})
+    env = gym.wrappers.OrderEnforcing(gym.wrappers.TimeLimit(env, steps))
+    return env
 
 
 def arm_kinematics(config: SerialConfig | Ros2Config) -> ArmKinematics:

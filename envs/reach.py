@@ -1,4 +1,5 @@
-"""``ArmReach-v0``: move the end effector to a random target, over any robot backend.
+"""``ArmReach-v0``: move the end effector to a random target, a thin task over the control
+loop (:class:`hardware.loop.ControlLoop`) of any backend.
 
 Observation ``[2 J + 9]``: joint positions ``[J]``, joint velocities ``[J]``, end-effector
 position ``[3]``, target position ``[3]``, and the offset target - end effector ``[3]`` (see
@@ -29,7 +30,7 @@ from mbpo_arm.envs.tasks import (
     reach_relabel,
     reach_reward,
 )
-from mbpo_arm.hardware.robot import Robot
+from mbpo_arm.hardware.loop import ControlLoop
 from mbpo_arm.sim.config import TwinConfig
 from mbpo_arm.sim.kinematics import ArmKinematics
 from mbpo_arm.sim.twin import Marker, TwinRobot
@@ -41,10 +42,12 @@ TARGET_DOT_RADIUS = 0.008  # the target's dot (m); the sphere around it is the s
 
 
 class ArmReachEnv(gym.Env):
-    """Reach a random target with the end effector of ``robot`` (the twin by default).
+    """Reach a random target with the end effector of the arm ``loop`` drives.
 
     Args:
-        robot: any :class:`hardware.robot.Robot`; ``None`` builds the MuJoCo twin.
+        loop: the control loop of any backend (:func:`envs.factory.make_loop` builds it with
+            the shield inside); ``None``: the MuJoCo twin at 20 Hz, unshielded, placed at
+            each reset pose.
         kinematics: forward kinematics of the arm; ``None`` builds it from the twin's model.
         config: the task; ``None`` for the defaults.
         render_mode: ``"rgb_array"`` renders the twin offscreen.
@@ -52,26 +55,28 @@ class ArmReachEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 20}
 
-    def __init__(self, robot: Robot | None = None, kinematics: ArmKinematics | None = None,
-                 config: ReachConfig | None = None, render_mode: str | None = None) -> None:
+    def __init__(self, loop: ControlLoop | None = None,
+                 kinematics: ArmKinematics | None = None, config: ReachConfig | None = None,
+                 render_mode: str | None = None) -> None:
         self.config = config or ReachConfig()
-        self.robot = robot if robot is not None else TwinRobot(TwinConfig())
-        self.robot.connect()
-        names = list(self.robot.joint_names)
+        self.loop = loop if loop is not None else ControlLoop(
+            TwinRobot(TwinConfig()), None, 20.0, place_resets=True)
+        self.loop.connect()
+        backend = self.loop.backend
+        names = list(backend.joint_names)
         missing = [j for j in self.config.joints if j not in names]
         if missing:
             raise ValueError(f"task.reach.joints {missing} are not joints of the backend; "
                              f"it has {names}")
         self._idx = np.array([names.index(j) for j in self.config.joints])
         self.kinematics = kinematics or ArmKinematics.from_config(
-            getattr(self.robot, "config", TwinConfig()))
+            backend.config if isinstance(backend, TwinRobot) else TwinConfig())
         self.layout = ReachLayout(len(self._idx))
         self.render_mode = render_mode
-        self.metadata = {**self.metadata, "render_fps": round(1 / self.robot.control_period)}
-        limits = self.robot.limits
+        self.metadata = {**self.metadata, "render_fps": round(1 / self.loop.period)}
+        limits = backend.limits
         self._lower, self._upper = limits.lower[self._idx], limits.upper[self._idx]
-        home_all = getattr(self.robot, "home_position", (limits.lower + limits.upper) / 2)
-        self._home_all = np.array(home_all, dtype=np.float64)
+        self._home_all = np.array(backend.home_position, dtype=np.float64)
         if self.config.home is not None:
             self._home_all[self._idx] = self.config.home
         j = len(self._idx)
@@ -89,7 +94,7 @@ class ArmReachEnv(gym.Env):
         start = self._home_all.copy()
         noise = self.np_random.uniform(-1, 1, len(self._idx)) * self.config.init_noise
         start[self._idx] = np.clip(start[self._idx] + noise, self._lower, self._upper)
-        state = self.robot.reset(start, self.np_random)
+        state = self.loop.reset(start)
         self._command = np.array(state.position, dtype=np.float64)
         self._target = self._sample_target() if not options or "target" not in options \
             else np.asarray(options["target"], dtype=np.float64)
@@ -106,16 +111,15 @@ class ArmReachEnv(gym.Env):
         proposed = base.copy()
         proposed[idx] = np.clip(base[idx] + clipped * self.config.action_scale,
                                 self._lower, self._upper)
-        sent = np.asarray(self.robot.send_command(proposed), dtype=np.float64)
+        tick = self.loop.tick(proposed)
+        sent, state = tick.sent, tick.state
         self._command = sent
-        # The transition stores the executed action: what the backend (and later the shield)
-        # actually sent, normalized back into [-1, 1].
+        # The transition stores the executed action: what the shield let through and the
+        # backend actually sent, normalized back into [-1, 1].
         executed = np.where(sent[idx] == base[idx] + clipped * self.config.action_scale, clipped,
                             (sent[idx] - base[idx]) / self.config.action_scale)
         executed = np.clip(executed, -1.0, 1.0).astype(np.float32)
         obs_prev = self._obs
-        self.robot.advance()
-        state = self.robot.read_state()
         obs = self._observe(state.position, state.velocity)
         reward = float(reach_reward(obs_prev, executed, obs, layout=self.layout,
                                     action_cost=self.config.action_cost))
@@ -123,9 +127,8 @@ class ArmReachEnv(gym.Env):
         distance = float(reach_distance(obs, self.layout))
         info = {"distance": distance, "is_success": distance < self.config.success_threshold,
                 "executed_action": executed}
-        shielded = getattr(self.robot, "last_result", None)  # a ShieldedRobot's last verdict
-        if shielded is not None:
-            info["shield"] = shielded.reasons  # the rules that changed the command, if any
+        if self.loop.shield is not None:
+            info["shield"] = tick.reasons  # the rules that changed the command, if any
         return obs, reward, terminated, False, info
 
     def hold(self) -> np.ndarray:
@@ -133,10 +136,9 @@ class ArmReachEnv(gym.Env):
         stream goes on (the shield's command watchdog stays quiet). No step of the episode
         (the time limit does not count it, no reward); returns the observation ``[2 J + 9]``
         after it. The async actor holds this way while an episode gate waits."""
-        self._command = np.asarray(self.robot.send_command(self._command), dtype=np.float64)
-        self.robot.advance()
-        state = self.robot.read_state()
-        return self._observe(state.position, state.velocity)
+        tick = self.loop.hold()
+        self._command = tick.sent
+        return self._observe(tick.state.position, tick.state.velocity)
 
     def render(self) -> np.ndarray | None:
         """``[360, 480, 3]`` uint8 from the twin's ``workspace`` camera, the target drawn as a
@@ -144,17 +146,17 @@ class ArmReachEnv(gym.Env):
         effector is within it); ``None`` unless ``render_mode="rgb_array"``."""
         if self.render_mode != "rgb_array":
             return None
-        render = getattr(self.robot, "render", None)
-        if render is None:
+        twin = self.loop.backend
+        if not isinstance(twin, TwinRobot):
             raise RuntimeError("this backend cannot render; use backend=mujoco for video")
         reached = bool(reach_distance(self._obs, self.layout) < self.config.success_threshold)
         region = (*TARGET_RGB, 0.45 if reached else 0.2)
         markers = (Marker(self._target, TARGET_DOT_RADIUS, (*TARGET_RGB, 1.0)),
                    Marker(self._target, self.config.success_threshold, region, glow=0.4))
-        return render(*VIDEO_SIZE, camera=VIDEO_CAMERA, markers=markers)
+        return twin.render(*VIDEO_SIZE, camera=VIDEO_CAMERA, markers=markers)
 
     def close(self) -> None:
-        self.robot.disconnect()
+        self.loop.close()
 
     # ------------------------------------------------------------------------- helpers
     def task_functions(self) -> TaskFunctions:

@@ -1,2 +1,2 @@
-"""The robot interface every backend implements (``hardware.robot``) and the safety shield in
-front of it (``hardware.shield``)."""
+"""The interface every backend implements (``hardware.robot``), the one control loop that
+drives it (``hardware.loop``) and the safety shield inside that loop (``hardware.shield``)."""

@@ -42,17 +42,13 @@ class SerialConfig:
     ids: tuple[int, ...] = (1, 2, 3, 4, 5, 6)  # servo ids, one per joint, in joint order
     joint_names: tuple[str, ...] = JOINTS  # joints in command order
     calibration: str = "~/.config/mbpo-arm/so101.json"  # written by `mbpo-arm calibrate`
-    control_hz: float = 20.0  # control rate; advance() sleeps to each period boundary
     timeout: float = 0.02  # seconds to wait for each servo's reply
     retries: int = 2  # extra tries of a transaction with a missing or corrupt reply
     velocity_limit: float = 4.7  # rad/s per joint (STS3215 no-load speed at 12 V)
     effort_limit: float = 3.0  # N m per joint (STS3215 stall torque at 12 V)
     limit_margin: float = 0.02  # rad kept free inside the calibrated range
     home: tuple[float, ...] | None = None  # rest pose (rad); None: the middle of each range
-    reset_speed: float = 0.6  # rad/s of the slow move in reset()
-    reset_tolerance: float = 0.05  # rad: reset() waits until every joint is this close
-    reset_timeout: float = 5.0  # seconds reset() waits for the arm to settle
-    hold_s: float = 0.5  # seconds disconnect() holds position before releasing torque
+    hold_s: float = 0.5  # seconds close() holds position before releasing torque
     watchdog: float = 0.1  # Dynamixel Bus Watchdog (s, multiples of 20 ms); 0 turns it off
     # the pose `mbpo-arm calibrate` asks for as the zero of every joint
     zero_pose: str = "upper arm vertical, forearm and gripper level, pointing forward"
@@ -78,8 +74,7 @@ class SerialConfig:
         if self.home is not None and len(self.home) != len(self.joint_names):
             raise ValueError(f"backend.home has {len(self.home)} values for "
                              f"{len(self.joint_names)} joints")
-        for name in ("baudrate", "control_hz", "timeout", "velocity_limit", "effort_limit",
-                     "reset_speed", "reset_tolerance", "reset_timeout"):
+        for name in ("baudrate", "timeout", "velocity_limit", "effort_limit"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"backend.{name} must be > 0, got {getattr(self, name)}")
         if self.retries < 0 or self.limit_margin < 0 or self.hold_s < 0 or self.watchdog < 0:
@@ -92,13 +87,14 @@ class SerialConfig:
 
 @dataclass
 class WatchdogSettings:
-    """Rule 7: stale state or a stopped command stream holds position, then may release."""
+    """Rule 7: stale state holds position, then may release; a stalled loop is reported."""
 
     state_timeout_periods: float = 3.0  # state older than this many control periods: hold
-    command_timeout_periods: float = 5.0  # no command for this many periods: hold
+    command_timeout_periods: float = 5.0  # no tick for this many periods: a stalled loop
     on_timeout: str = "hold"  # hold, or release: also release torque after release_after_s
     release_after_s: float = 1.0  # on_timeout=release: seconds of holding before releasing
-    thread: bool | None = None  # also watch from a thread (a stalled loop); null: hardware
+    # report a stalled loop from a thread that reads its heartbeat only; null: on hardware
+    stall_monitor: bool | None = None
 
     def __post_init__(self) -> None:
         for name in ("state_timeout_periods", "command_timeout_periods"):

@@ -99,14 +99,13 @@ def key_gate() -> SignalGate:
     return gate
 
 
-def topic_gate(robot: Any) -> SignalGate:
-    """``true`` on the ROS 2 robot's ``next_episode_topic`` releases the wait; ``robot`` is
-    the env's robot (a :class:`hardware.shield.ShieldedRobot` over a ``Ros2Robot``).
+def topic_gate(backend: Any) -> SignalGate:
+    """``true`` on the ROS 2 arm's ``next_episode_topic`` releases the wait; ``backend`` is
+    the control loop's backend (a ``Ros2Robot``; its callback runs on the loop's thread).
 
     Raises:
-        RuntimeError: the robot has no next-episode topic (not the ros2 backend).
+        RuntimeError: the backend has no next-episode topic (not the ros2 backend).
     """
-    backend = getattr(robot, "robot", robot)
     if not hasattr(backend, "on_next_episode"):
         raise RuntimeError("runtime.episode_gate=topic needs backend=ros2 (the topic is "
                            "backend.next_episode_topic); use key or file with this backend")
@@ -117,7 +116,7 @@ def topic_gate(robot: Any) -> SignalGate:
     return gate
 
 
-def make_gate(kind: str | None, gate_file: str | None = None, robot: Any = None) -> Any:
+def make_gate(kind: str | None, gate_file: str | None = None, backend: Any = None) -> Any:
     """The gate ``runtime.episode_gate`` names (``None`` for none); errors at start-up."""
     if kind is None:
         return None
@@ -128,5 +127,5 @@ def make_gate(kind: str | None, gate_file: str | None = None, robot: Any = None)
             raise RuntimeError("runtime.episode_gate=file needs runtime.gate_file=<path>")
         return FileGate(gate_file)
     if kind == "topic":
-        return topic_gate(robot)
+        return topic_gate(backend)
     raise ValueError(f"runtime.episode_gate={kind!r} is not allowed; choose key, file, topic")

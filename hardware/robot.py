@@ -1,8 +1,10 @@
-"""The robot interface every backend implements: the MuJoCo twin, serial servo buses, ROS 2.
+"""The interface every backend implements: the MuJoCo twin, serial servo buses, ROS 2.
 
-The learning code never talks to a backend directly; the env does, through this small
-interface (the shape of lerobot's `connect / get_observation / send_action`, where sending
-returns what was actually sent).
+A backend is passive (:class:`Backend`: ``connect``, ``read``, ``write`` returning what was
+sent, ``close``); the one thread that calls it is the control loop's
+(:class:`hardware.loop.ControlLoop`). Optional capabilities are typed protocols checked once
+where the loop is built: :class:`Torque` (release and enable), :class:`Simulated` (the twin,
+stepped on simulated time).
 
 Units: radians, radians per second, seconds. Arrays are float64 with shape ``[J]`` for the
 ``J`` joints the backend drives, in the order of ``joint_names``.
@@ -77,35 +79,47 @@ def check_command(position: np.ndarray, joint_names: tuple[str, ...]) -> np.ndar
 
 
 @runtime_checkable
-class Robot(Protocol):
-    """A joint-position-controlled arm.
+class Backend(Protocol):
+    """A passive arm: reads and writes, never sleeps, paces, moves on its own or threads.
 
-    The control loop is: ``read_state`` -> decide -> ``send_command`` -> ``advance`` (wait for
-    the next control tick). The twin integrates its physics substeps inside ``advance``; a
-    hardware backend sleeps to the next period boundary there.
+    ``joint_names`` ``[J]``; ``limits``: their :class:`JointLimits`; arrays float64 ``[J]``.
     """
 
     joint_names: tuple[str, ...]
     limits: JointLimits
-    control_period: float
+    home_position: np.ndarray  # [J] the rest pose episodes start from
 
     def connect(self) -> None:
-        """Open the connection (port, topics, model). Idempotent."""
+        """Open the port, the topics or the model; hold the present pose. Idempotent."""
 
-    def disconnect(self) -> None:
-        """Close the connection; hardware backends hold position or release torque first."""
+    def read(self) -> RobotState:
+        """The latest state."""
 
-    def read_state(self) -> RobotState:
-        """Return the latest state."""
+    def write(self, command: np.ndarray) -> np.ndarray:
+        """Send ``[J]`` joint positions; return the ``[J]`` command actually sent."""
 
-    def send_command(self, position: np.ndarray) -> np.ndarray:
-        """Command ``[J]`` joint positions; return the ``[J]`` command actually sent."""
+    def close(self) -> None:
+        """Hold, release torque where the hardware has it, close. Idempotent."""
 
-    def advance(self) -> None:
-        """Block until the next control tick (the twin steps its physics here)."""
 
-    def reset(self, position: np.ndarray, rng: np.random.Generator | None = None) -> RobotState:
-        """Bring the arm to ``[J]`` ``position`` and return the state there.
+@runtime_checkable
+class Torque(Protocol):
+    """A backend that can release its servos' torque and enable it again."""
 
-        The twin places the arm there at once; hardware moves there slowly.
-        """
+    def release_torque(self) -> None: ...
+
+    def enable_torque(self) -> None: ...
+
+
+@runtime_checkable
+class Simulated(Protocol):
+    """A simulated arm (the MuJoCo twin): the loop steps its physics on simulated time."""
+
+    def step(self) -> None:
+        """Integrate one control period."""
+
+    def place(self, position: np.ndarray) -> RobotState:
+        """Put the arm at ``[J]`` ``position`` at rest, at time 0."""
+
+    def clock(self) -> float:
+        """Now on the clock of the state stamps (simulated seconds)."""

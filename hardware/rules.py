@@ -44,6 +44,15 @@ class ArmGeometry(Protocol):
         """How deep (m) the arm at ``q`` ``[J]`` is inside the clearance; 0 when it does not
         collide."""
 
+    @property
+    def pairs(self) -> tuple[tuple[str, str], ...]:
+        """The ``P`` pairs of parts (names) that :meth:`pair_depths` reports, in its order."""
+
+    def pair_depths(self, q: np.ndarray) -> np.ndarray:
+        """``[P]`` how deep (m) each pair of :attr:`pairs` is inside the clearance at ``q``
+        ``[J]``; 0 for a pair not in contact (the maximum is :meth:`penetration`). An array
+        over a fixed pair list, so that comparing two configurations is one vector op."""
+
 
 @dataclass
 class CommandHistory:

@@ -5,7 +5,15 @@ an instruction packet, the addressed servo answers with a status packet, and a b
 ``SYNC_WRITE`` gets no answer. The byte layouts (headers, lengths, checksum or CRC) live in a
 :class:`Codec` per vendor (``hardware.feetech``, ``hardware.dynamixel``); this module owns the
 wire: it flushes stale bytes, sends, collects the replies before a deadline, verifies them, and
-retries a transaction whose reply was missing or corrupted.
+retries a transaction whose reply was missing or corrupted (the PING at connect included).
+
+Some half-duplex USB adapters loop their transmit line back onto the receive line, so every
+packet the host sends comes back ahead of the reply. The bus recognises such an adapter when
+the first bytes read back are exactly the packet just sent (:attr:`ServoBus.echo`), and from
+then on reads and checks that echo before each reply. A Feetech PING read back is, byte for
+byte, the status of a servo reporting an input voltage error (``FF FF 01 02 01 FB``), so while
+the echo is unknown a packet that could pass for its own reply is preceded by a one-byte READ,
+whose echo no reply can look like.
 
 We write the protocols on pyserial rather than use the vendor SDKs (``scservo_sdk``,
 ``dynamixel_sdk``): both SDKs swallow a bad checksum or a timeout into a result code, have no
@@ -15,6 +23,7 @@ are short and fully documented, and owning them lets the tests check every byte.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -23,11 +32,13 @@ from typing import Protocol
 
 import serial
 
+from mbpo_arm.hardware.errors import RobotError
+
 PING, READ, WRITE, SYNC_READ, SYNC_WRITE = 0x01, 0x02, 0x03, 0x82, 0x83  # same on both buses
 STANDARD_BAUDRATES = (1_000_000, 57_600, 115_200, 500_000, 2_000_000, 9_600)
 
 
-class BusError(RuntimeError):
+class BusError(RobotError):
     """A serial-bus failure; the message is one line naming the port, servo and remedy."""
 
 
@@ -135,6 +146,11 @@ class ServoBus:
         timeout: seconds to wait for each reply (each servo's, in a sync read).
         retries: extra tries of a transaction whose reply was missing or corrupted.
         names: servo id -> joint name, used in error messages.
+
+    Attributes:
+        stats: the :class:`BusStats` since the port was opened.
+        echo: whether the adapter echoes the host's bytes ahead of each reply; None until a
+            reply or an echo has told (each :meth:`open` starts over).
     """
 
     codec: Codec
@@ -144,7 +160,10 @@ class ServoBus:
     retries: int = 2
     names: Mapping[int, str] = field(default_factory=dict)
     stats: BusStats = field(default_factory=BusStats)
+    echo: bool | None = field(default=None, init=False)
     _serial: serial.Serial | None = field(default=None, repr=False)
+    _unread: bytes = field(default=b"", init=False, repr=False)  # read past an echo
+    _heard: int = field(default=0, init=False, repr=False)  # bytes read from the port
 
     # ------------------------------------------------------------------------ the port
     def open(self) -> None:
@@ -163,6 +182,7 @@ class ServoBus:
                             "your user to the dialout group, and close other programs "
                             "using it") from None
         self.stats = BusStats()
+        self.echo = None
 
     def close(self) -> None:
         """Close the port (idempotent)."""
@@ -181,10 +201,12 @@ class ServoBus:
             self._serial.baudrate = self.baudrate
 
     # -------------------------------------------------------------------- transactions
-    def ping(self, servo_id: int) -> bool:
-        """Whether ``servo_id`` answers a PING (one try, no retry)."""
+    def ping(self, servo_id: int, tries: int | None = None) -> bool:
+        """Whether ``servo_id`` answers a PING, tried as any transaction is (``1 + retries``
+        times unless ``tries`` says). A servo that answers with its error bits set raises
+        :class:`ServoError`."""
         try:
-            self._transact(self.codec.instruction(servo_id, PING, b""), [servo_id], tries=1)
+            self._transact(self.codec.instruction(servo_id, PING, b""), [servo_id], tries=tries)
         except (NoReplyError, ChecksumError):
             return False
         return True
@@ -220,12 +242,13 @@ class ServoBus:
     def find_baudrate(self, ids: Iterable[int],
                       candidates: Iterable[int] = STANDARD_BAUDRATES) -> int | None:
         """The first of ``candidates`` at which any of ``ids`` answers a ping, or None; the
-        port is left at the configured baud rate."""
+        port is left at the configured baud rate. One try per servo and rate: this is a scan
+        for the rate once none answers at the configured one, not the check of each servo."""
         configured, ids = self.baudrate, list(ids)
         try:
             for baud in candidates:
                 self.set_baudrate(baud)
-                if any(self.ping(i) for i in ids):
+                if any(self.ping(i, tries=1) for i in ids):
                     return baud
             return None
         finally:
@@ -244,7 +267,9 @@ class ServoBus:
         """Send ``packet`` and collect one verified status from each of ``ids`` in order.
 
         A reply that is missing, corrupted, from the wrong servo or of the wrong size fails
-        the try; the whole transaction is sent again up to ``retries`` times.
+        the try; the whole transaction is sent again up to ``retries`` times. While
+        :attr:`echo` is unknown, a packet that could pass for its own reply is preceded by
+        :meth:`_probe_echo`.
         """
         if self._serial is None:
             raise BusError(f"serial port {self.port!r} is not open; call connect() first")
@@ -254,6 +279,8 @@ class ServoBus:
         for attempt in range(tries):
             if attempt:
                 self.stats.retries += 1
+            if self.echo is None and self._looks_like_a_reply(packet, ids, size):
+                self._probe_echo(ids[0])
             try:
                 return self._try_once(packet, ids, size)
             except NoReplyError as err:
@@ -272,22 +299,21 @@ class ServoBus:
 
         Neither protocol numbers its packets: a reply later than ``timeout`` that lands in
         the next try's window passes for that try's reply (one period stale). The input is
-        flushed before each try, which bounds this to a single late reply.
+        flushed before each try, which bounds this to a single late reply; behind an echoing
+        adapter, what comes before the echo is dropped, late replies included.
         """
         ser = self._serial
         assert ser is not None
         ser.reset_input_buffer()  # drop late replies to an earlier try
+        self._unread = b""
         ser.write(packet)
         ser.flush()
+        if self.echo:
+            self._skip_echo(packet)
         pending, replies = list(ids), {}
         while pending:
-            deadline = time.monotonic() + self.timeout
-
-            def read(n: int, deadline: float = deadline) -> bytes:
-                return self._read_exact(n, deadline, pending[0])
-
-            status = self.codec.read_status(read)
-            if status.servo_id not in pending:
+            status = self._next_status(packet, pending[0])
+            if status is None or status.servo_id not in pending:
                 continue
             if status.error:
                 raise ServoError(f"{self._who(status.servo_id)} reports "
@@ -299,15 +325,88 @@ class ServoBus:
             replies[status.servo_id] = status
         return [replies[i] for i in ids]
 
-    def _read_exact(self, n: int, deadline: float, servo_id: int) -> bytes:
+    def _next_status(self, packet: bytes, servo_id: int) -> Status | None:
+        """The next status packet, read within ``timeout`` (``servo_id`` is the one awaited);
+        None where the bytes were the adapter's echo of ``packet``."""
+        deadline = time.monotonic() + self.timeout
+        silent = f"{self._who(servo_id)} did not reply within {self.timeout * 1e3:.0f} ms"
+        seen = bytearray()
+
+        def read(n: int) -> bytes:
+            data = self._read_exact(n, deadline, silent)
+            seen.extend(data)
+            return data
+
+        try:
+            status = self.codec.read_status(read)
+        except (NoReplyError, ChecksumError):
+            if not self._is_echo(bytes(seen), packet):
+                raise
+            return None
+        if self._is_echo(bytes(seen), packet):
+            return None
+        if self.echo is None:
+            self.echo = False
+        return status
+
+    def _is_echo(self, seen: bytes, packet: bytes) -> bool:
+        """Whether ``seen``, read first while :attr:`echo` is unknown, starts with ``packet``:
+        then the adapter echoes, and the bytes read past the echo are kept for the reply."""
+        if self.echo is not None or not seen.startswith(packet):
+            return False
+        self.echo, self._unread = True, seen[len(packet):] + self._unread
+        return True
+
+    def _skip_echo(self, packet: bytes) -> None:
+        """Read up to the end of the adapter's echo of ``packet`` within ``timeout``. Bytes
+        ahead of it are a late reply to an earlier try, and are dropped with it."""
+        deadline = time.monotonic() + self.timeout
+        silent = (f"the adapter echoes what it sends, but its echo did not come back within "
+                  f"{self.timeout * 1e3:.0f} ms")
+        window = self._read_exact(len(packet), deadline, silent)
+        while window != packet:
+            window = window[1:] + self._read_exact(1, deadline, silent)
+
+    def _looks_like_a_reply(self, packet: bytes, ids: list[int], size: int | None) -> bool:
+        """Whether ``packet``, read back, would pass for a reply of one of ``ids``."""
+        rest = packet
+
+        def read(n: int) -> bytes:
+            nonlocal rest
+            if len(rest) < n:
+                raise NoReplyError("end of packet")
+            data, rest = rest[:n], rest[n:]
+            return data
+
+        try:
+            status = self.codec.read_status(read)
+        except BusError:
+            return False
+        return status.servo_id in ids and (size is None or len(status.params) == size)
+
+    def _probe_echo(self, servo_id: int) -> None:
+        """Settle :attr:`echo` with one try of a one-byte READ of ``servo_id`` (its echo has
+        two parameters, its reply one): its echo, a reply, or no byte at all (an echoing
+        adapter returns every packet, answered or not) tells."""
+        heard = self._heard
+        probe = self.codec.instruction(servo_id, READ, self._addr(0) + self._addr(1))
+        with contextlib.suppress(BusError):
+            self._try_once(probe, [servo_id], size=1)
+        if self.echo is None and self._heard == heard:
+            self.echo = False
+
+    def _read_exact(self, n: int, deadline: float, silent: str) -> bytes:
+        """``n`` bytes, the unread ones first; :class:`NoReplyError` ``silent`` at
+        ``deadline``."""
         ser = self._serial
         assert ser is not None
-        out = b""
+        out, self._unread = self._unread[:n], self._unread[n:]
         while len(out) < n:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise NoReplyError(f"{self._who(servo_id)} did not reply within "
-                                   f"{self.timeout * 1e3:.0f} ms")
+                raise NoReplyError(silent)
             ser.timeout = left
-            out += ser.read(n - len(out))
+            data = ser.read(n - len(out))
+            self._heard += len(data)
+            out += data
         return out

@@ -1,4 +1,4 @@
-"""An arm of serial-bus servos (Feetech STS or Dynamixel X) as a :class:`hardware.robot.Robot`.
+"""An arm of serial-bus servos (Feetech STS or Dynamixel X) as a :class:`hardware.robot.Backend`.
 
 Each control tick costs two bus transactions: one ``SYNC_READ`` of present position and
 velocity (one contiguous block per servo), one ``SYNC_WRITE`` of goal positions. Commands are
@@ -38,13 +38,12 @@ class SerialRobot:
     Attributes:
         settings: the :class:`SerialConfig`; ``calibration``: its :class:`Calibration`.
         bus: the :class:`hardware.serial_bus.ServoBus` (its ``stats`` count retries).
-        joint_names, limits, control_period: the :class:`hardware.robot.Robot` contract.
+        joint_names, limits: the :class:`hardware.robot.Backend` contract.
     """
 
     def __init__(self, config: SerialConfig | None = None) -> None:
         self.settings = cfg = config if config is not None else SerialConfig()
         self.joint_names = cfg.joint_names
-        self.control_period = 1.0 / cfg.control_hz
         self.calibration = Calibration.load(cfg.calibration)
         if self.calibration.protocol != cfg.protocol:
             raise ValueError(f"calibration {cfg.calibration!r} is for a {self.calibration.protocol}"
@@ -63,7 +62,6 @@ class SerialRobot:
         self.bus = ServoBus(self.codec, cfg.port, cfg.baudrate, cfg.timeout, cfg.retries,
                             names=dict(zip(cfg.ids, cfg.joint_names, strict=True)))
         self._ids = list(cfg.ids)
-        self._deadline: float | None = None
         self._last_io = 0.0
         self.connected = False
 
@@ -74,7 +72,7 @@ class SerialRobot:
         mid = (self.limits.lower + self.limits.upper) / 2
         return self.limits.clip(np.array(home if home is not None else mid, dtype=np.float64))
 
-    # ------------------------------------------------------------------ Robot interface
+    # ---------------------------------------------------------------- Backend interface
     def connect(self) -> None:
         """Open the port, check every servo answers, write the limit registers, hold the
         present pose with torque on (and arm the Dynamixel watchdog). Idempotent."""
@@ -93,9 +91,8 @@ class SerialRobot:
             self.bus.close()
             raise
         self.connected = True
-        self._deadline = None
 
-    def disconnect(self) -> None:
+    def close(self) -> None:
         """Hold the present pose for ``hold_s``, release torque, close the port. Idempotent;
         a bus error on the way is a warning (the port is closed regardless)."""
         if not self.bus.is_open:
@@ -111,7 +108,7 @@ class SerialRobot:
             self.bus.close()
             self.connected = False
 
-    def read_state(self) -> RobotState:
+    def read(self) -> RobotState:
         """Present positions and velocities ``[J]`` in one sync read, stamped with
         ``time.monotonic()``."""
         ticks, speed = self._read_ticks()
@@ -121,7 +118,7 @@ class SerialRobot:
         velocity = direction * speed * self.codec.velocity_unit
         return RobotState(position=position, velocity=velocity, stamp=time.monotonic())
 
-    def send_command(self, position: np.ndarray) -> np.ndarray:
+    def write(self, position: np.ndarray) -> np.ndarray:
         """Goal positions ``[J]`` clipped to the limits and rounded to whole ticks, in one
         sync write; returns the ``[J]`` command actually sent (rad). Non-finite values are
         refused (ValueError)."""
@@ -131,44 +128,6 @@ class SerialRobot:
             self._arm_watchdog()  # the loop paused: the watchdog may have stopped the servos
         self._sync_write("goal_position", ticks)
         return self.calibration.to_radians(ticks, self.joint_names)
-
-    def advance(self) -> None:
-        """Sleep to the next period boundary; more than a period late drops the backlog."""
-        now = time.monotonic()
-        if self._deadline is None or now > self._deadline + self.control_period:
-            self._deadline = now + self.control_period if self._deadline is None else now
-        if self._deadline - now > 1e-3:
-            time.sleep(self._deadline - now - 1e-3)
-        while time.monotonic() < self._deadline:
-            pass
-        self._deadline += self.control_period
-
-    def reset(self, position: np.ndarray, rng: np.random.Generator | None = None) -> RobotState:
-        """Move to ``[J]`` ``position`` (clipped) at ``reset_speed``, wait until within
-        ``reset_tolerance`` and nearly still (or ``reset_timeout``), return the state."""
-        del rng  # randomize the position before calling
-        target = np.asarray(position, dtype=np.float64)
-        if target.shape != (len(self.joint_names),):
-            raise ValueError(f"reset position has shape {target.shape}, expected "
-                             f"({len(self.joint_names)},) for joints {list(self.joint_names)}")
-        target = self.limits.clip(target)
-        command = self.limits.clip(self.read_state().position)
-        step = self.settings.reset_speed * self.control_period
-        self._deadline = None
-        while not np.array_equal(command, target):
-            command = command + np.clip(target - command, -step, step)
-            self.send_command(command)
-            self.advance()
-        end = time.monotonic() + self.settings.reset_timeout
-        state = self.read_state()
-        while time.monotonic() < end and not (
-                np.abs(state.position - target).max() < self.settings.reset_tolerance
-                and np.abs(state.velocity).max() < 0.1):
-            self.send_command(target)
-            self.advance()
-            state = self.read_state()
-        self._deadline = None
-        return state
 
     # ------------------------------------------------------------------------ internals
     def _write_limits(self) -> None:
@@ -216,7 +175,8 @@ class SerialRobot:
 
 
 def check_servos(bus: ServoBus, ids: list[int]) -> None:
-    """Ping every servo; raise naming the silent ones, or the baud rate the bus answers at."""
+    """Ping every servo, each with the bus's retries; raise naming the silent ones, or the
+    baud rate the bus answers at."""
     silent = [i for i in ids if not bus.ping(i)]
     if not silent:
         return
@@ -225,11 +185,14 @@ def check_servos(bus: ServoBus, ids: list[int]) -> None:
         if found is not None:
             raise BusError(f"servos on {bus.port} answer at {found} baud, not {bus.baudrate}: "
                            f"set backend.baudrate={found}")
+        adapter = (f"; the adapter on {bus.port} echoes what it sends, so it and the port work"
+                   if bus.echo else "")
         raise NoReplyError(f"no servo answers on {bus.port} at {bus.baudrate} baud (ids "
-                           f"{ids}); check the power supply, the cable and backend.protocol")
+                           f"{ids}){adapter}; check the power supply, the cable and "
+                           "backend.protocol")
     who = ", ".join(f"{i} ({bus.names.get(i, '?')})" for i in silent)
-    raise NoReplyError(f"servo {who} on {bus.port} does not answer; check its cable and id "
-                       "(backend.ids)")
+    raise NoReplyError(f"servo {who} on {bus.port} does not answer ({1 + bus.retries} pings); "
+                       "check its cable and id (backend.ids)")
 
 
 def calibrate_arm(config: SerialConfig, stdin: IO[str], stdout: IO[str]) -> Calibration:

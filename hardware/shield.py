@@ -15,8 +15,9 @@ rules applied in this fixed order (each counted in :attr:`Shield.counts` when it
    (bisection), or the last command is held. Where the last command is unsafe itself (the
    stream restarted at a measured position inside the clearance), a command that goes no
    deeper in (and no farther outside the workspace) passes: the way out.
-7. ``watchdog``: state older than ``state_timeout_periods`` (or not finite), or no command for
-   ``command_timeout_periods``: hold position, then (``on_timeout: release``) release torque.
+7. ``watchdog``: state older than ``state_timeout_periods`` (or not finite): hold position,
+   then (``on_timeout: release``) the control loop releases torque. A loop that stalls
+   entirely is reported by its stall monitor (:class:`hardware.loop.StallMonitor`).
 8. ``estop``: a latched emergency stop (:mod:`hardware.estop`) holds position until reset.
 
 Rules 7 and 8 are checked first: when either applies the command is the *hold* (the measured
@@ -24,33 +25,26 @@ position when the stop began, within the position limits) and rules 1-6 do not r
 are intervals per joint (:mod:`hardware.rules`); a rule lower in the order yields only where
 it cannot hold together with the ones above it, and :attr:`ShieldResult.yielded` names it.
 
-:class:`ShieldedRobot` puts a shield in front of any :class:`hardware.robot.Robot`; its
-``send_command`` returns what was sent, so the env stores the executed action. Its slow reset
-is :func:`hardware.move.move_to` (re-exported here).
+:class:`Shield` is a pure filter over (state, proposal) -> command; the control loop
+(:class:`hardware.loop.ControlLoop`) runs it on its one thread before every write, so the env
+stores the executed action.
 """
 
 from __future__ import annotations
 
 import math
-import sys
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from mbpo_arm.hardware.config import ShieldSettings, WatchdogSettings
 from mbpo_arm.hardware.estop import EStop
-from mbpo_arm.hardware.move import MoveResult, move_to
-from mbpo_arm.hardware.robot import JointLimits, Robot, RobotState
+from mbpo_arm.hardware.robot import RobotState
 from mbpo_arm.hardware.rules import ArmGeometry, CommandHistory, intersect, joint_intervals
 from mbpo_arm.hardware.shield_config import ShieldConfig
-from mbpo_arm.hardware.watchdog import WatchdogThread
 
 __all__ = ["RULES", "ArmGeometry", "EStop", "Shield", "ShieldConfig", "ShieldResult",
-           "MoveResult", "ShieldSettings", "ShieldedRobot", "move_to"]
+           "ShieldSettings"]
 
 RULES = ("nonfinite", "position", "step", "velocity", "acceleration", "jerk", "workspace",
          "collision", "watchdog", "estop")
@@ -157,11 +151,6 @@ class Shield:
             return "watchdog"
         return None
 
-    def command_stale(self, now: float) -> bool:
-        """Rule 7: no command for more than ``command_timeout_periods`` periods."""
-        last = self.last_command_time
-        return last is not None and now - last > self.watchdog.command_timeout_periods * self.dt
-
     def hold(self, reason: str, state: RobotState, now: float) -> ShieldResult:
         """Hold position for rule ``reason``: the measured position at the start of the stop
         (within the position limits), sent every tick until the stop ends."""
@@ -201,19 +190,20 @@ class Shield:
 
     def _no_deeper(self, start: np.ndarray, end: np.ndarray) -> bool:
         """Whether no configuration on the way from ``start`` to ``end`` (those
-        :meth:`unsafe` checks) is farther outside the workspace or deeper inside the
-        collision clearance than ``start``."""
+        :meth:`unsafe` checks) is farther outside the workspace than ``start``, or brings
+        any pair of parts into the collision clearance that is not in it at ``start``, or
+        any pair that is deeper than at ``start`` (by ``DEPTH_TOL``). Comparing only the
+        deepest contact let a second pair come in while the first one eased (issue 15)."""
         n, geometry, ws = self.config.collision_points, self.geometry, self.workspace
-
-        def depth(x: np.ndarray) -> tuple[float, float]:
-            return (ws.excess(geometry.ee_position(x)) if ws is not None else 0.0,
-                    geometry.penetration(x) if self.collision else 0.0)
-
-        outside, inside = depth(start)
+        outside = ws.excess(geometry.ee_position(start)) if ws is not None else 0.0
+        if self.collision:
+            depth = geometry.pair_depths(start)
+            allowed = np.where(depth > 0.0, depth + DEPTH_TOL, 0.0)  # [P] 0: a new pair
         for k in range(1, n + 1):
             x = end if k == n else start + (k / n) * (end - start)
-            out, ins = depth(x)
-            if out > outside + DEPTH_TOL or ins > inside + DEPTH_TOL:
+            if ws is not None and ws.excess(geometry.ee_position(x)) > outside + DEPTH_TOL:
+                return False
+            if self.collision and np.any(geometry.pair_depths(x) > allowed):
                 return False
         return True
 
@@ -233,9 +223,10 @@ class Shield:
             # (a reset, a stop) near the table or a link, or one that gravity sags there.
             # From rest one tick reaches only acceleration * dt^2 (0.01 rad at 100 Hz), often
             # not out of the zone, so asking for a safe command held the arm there for good
-            # (a collision every tick, resets that never moved). A safe command, or one that
-            # goes no deeper in on the way, is a way out; else hold.
-            if self.unsafe(c, c) is None or self._no_deeper(last, c):
+            # (a collision every tick, resets that never moved). A command that, at every
+            # point checked on the way, brings no pair of parts in and none deeper (nor the
+            # hand farther outside the workspace) is a way out; else hold.
+            if self._no_deeper(last, c):
                 return c, None, ()
             return last.copy(), unsafe, ()
         base = np.clip(last, lo, hi)
@@ -255,148 +246,3 @@ class Shield:
     def summary(self) -> dict[str, int]:
         """``{"shield_ticks": n, "shield_<rule>": count, ...}`` for the run's metrics."""
         return {"shield_ticks": self.ticks, **{f"shield_{k}": v for k, v in self.counts.items()}}
-
-
-class ShieldedRobot:
-    """A :class:`hardware.robot.Robot` whose every command goes through a :class:`Shield`.
-
-    Args:
-        robot: the backend (twin, serial bus, ROS 2 transport).
-        shield: the shield for it.
-        clock: ``now`` on the clock of the backend's state stamps; default
-            ``time.monotonic`` (hardware), the twin passes its simulated time.
-        slow_reset: :meth:`reset` moves to the pose through the shield at ``home_speed``
-            (hardware); else the backend's own ``reset`` runs (the twin teleports).
-        watchdog_thread: also check the command stream from a thread every period
-            (:mod:`hardware.watchdog`), for a loop that stalls entirely (hardware clocks).
-
-    ``advance`` also runs rule 7's command watchdog: when no command came for
-    ``command_timeout_periods`` it sends the hold, and with ``on_timeout: release`` calls the
-    backend's optional ``release_torque()`` after ``release_after_s``. Other attributes
-    (``home_position``, ``render``, ...) are the backend's.
-
-    Attributes:
-        between_ticks: called after every tick of a slow reset (:func:`move_to`'s
-            ``between``): whoever owns the control loop runs there what it runs between its
-            own ticks (the async actor polls weights and watches its learner).
-        reset_timeout_s: the wall-clock bound of a slow reset; ``None``: :func:`move_to`'s.
-        reset_timeouts: slow resets that stopped at their wall-clock bound (a warning line
-            on stderr each).
-    """
-
-    def __init__(self, robot: Robot, shield: Shield, clock: Callable[[], float] | None = None,
-                 slow_reset: bool = False, watchdog_thread: bool = False) -> None:
-        self.robot, self.shield = robot, shield
-        self.clock = clock if clock is not None else time.monotonic
-        self.slow_reset = slow_reset
-        self.between_ticks: Callable[[], None] | None = None  # run between a slow reset's ticks
-        self.reset_timeout_s: float | None = None  # a slow reset's bound; None: move_to's
-        self.reset_timeouts = 0  # slow resets stopped by their wall-clock bound
-        self.last_result: ShieldResult | None = None
-        self._state: RobotState | None = None
-        self._lock = threading.RLock()  # commands from the loop and the watchdog thread
-        self._thread = WatchdogThread(self) if watchdog_thread else None
-
-    def __deepcopy__(self, memo: dict) -> ShieldedRobot:
-        """A robot is one physical thing: a copy (gymnasium deep-copies an env spec's
-        arguments) is the same robot, its shield and its watchdog thread."""
-        return self
-
-    def __getattr__(self, name: str) -> Any:
-        if name in ("robot", "shield"):  # not set yet (unpickling): no recursion
-            raise AttributeError(name)
-        return getattr(self.robot, name)
-
-    @property
-    def joint_names(self) -> tuple[str, ...]:
-        return self.robot.joint_names
-
-    @property
-    def limits(self) -> JointLimits:
-        return self.robot.limits
-
-    @property
-    def control_period(self) -> float:
-        return self.robot.control_period
-
-    def connect(self) -> None:
-        """Connect the backend, start the command stream there (and the watchdog thread)."""
-        self.robot.connect()
-        if self.shield.history is None:
-            self.shield.restart(self.read_state(), self.clock())
-        if self._thread is not None and not self._thread.alive:
-            self._thread.start()
-
-    def disconnect(self) -> None:
-        if self._thread is not None:
-            self._thread.stop()
-        self.robot.disconnect()
-
-    def read_state(self) -> RobotState:
-        """The backend's state; the shield judges the next command against it."""
-        self._state = self.robot.read_state()
-        return self._state
-
-    def send_command(self, position: np.ndarray) -> np.ndarray:
-        """Filter ``[J]`` ``position`` through the shield, send the result; return the ``[J]``
-        command actually sent. :attr:`last_result` holds the reasons."""
-        with self._lock:
-            state = self._state if self._state is not None else self.read_state()
-            result = self.shield.filter(position, state, self.clock())
-            self.last_result = result
-            return np.asarray(self.robot.send_command(result.command), dtype=np.float64)
-
-    def advance(self) -> None:
-        """:meth:`guard`, then the backend's tick."""
-        self.guard()
-        self.robot.advance()
-
-    def guard(self) -> None:
-        """Rule 7's command watchdog (and a stop latched since the last command): send the
-        hold when due. Called by :meth:`advance` and by the watchdog thread."""
-        with self._lock:
-            now = self.clock()
-            stale = self.shield.command_stale(now)
-            if not (stale or self.shield.estop.poll()):
-                return
-            state = self._state if self._state is not None else self.read_state()
-            result = self.shield.hold("watchdog" if stale else "estop", state, now)
-            self.last_result = result
-            self.robot.send_command(result.command)
-            if stale:
-                self._maybe_release(now)
-
-    def _maybe_release(self, now: float) -> None:
-        wd, shield = self.shield.watchdog, self.shield
-        if wd.on_timeout != "release" or shield.released or shield.hold_since is None:
-            return
-        if now - shield.hold_since >= wd.release_after_s:
-            release = getattr(self.robot, "release_torque", None)
-            if release is not None:
-                release()
-            shield.released = True  # held (rule 7) until the next reset
-
-    def reset(self, position: np.ndarray, rng: np.random.Generator | None = None) -> RobotState:
-        """Bring the arm to ``[J]`` ``position``: through the shield at ``home_speed`` when
-        ``slow_reset``, else by the backend. A latched e-stop holds the arm where it is."""
-        if self.shield.estop.poll():
-            state = self.read_state()
-            self.robot.send_command(self.shield.hold("estop", state, self.clock()).command)
-            return state
-        if self.shield.released:
-            enable = getattr(self.robot, "enable_torque", None)
-            if enable is not None:
-                enable()
-        if not self.slow_reset:
-            self._state = self.robot.reset(position, rng)
-            self.shield.restart(self._state, self.clock())
-            return self._state
-        self.shield.restart(self.read_state(), self.clock())
-        move = move_to(self, position, between=self.between_ticks,
-                       timeout_s=self.reset_timeout_s)
-        if move.timed_out:
-            self.reset_timeouts += 1
-            print(f"shield: the slow reset stopped at its time bound after {move.ticks} ticks, "
-                  f"{np.abs(move.state.position - position).max():.3f} rad from the reset "
-                  "pose; the episode starts there", file=sys.stderr, flush=True)
-        return move.state

@@ -21,11 +21,11 @@ from omegaconf import OmegaConf
 
 from mbpo_arm.agent.checkpoint import latest_checkpoint, load_checkpoint
 from mbpo_arm.agent.ensemble import ProbabilisticEnsemble
+from mbpo_arm.agent.layers import resolve_precision
 from mbpo_arm.agent.logger import RunLogger
 from mbpo_arm.agent.mopo import finetune_penalty, init_from_run
 from mbpo_arm.agent.replay import ReplayBuffer
 from mbpo_arm.agent.run import Agent, Model, Run
-from mbpo_arm.agent.runtime.config import RuntimeConfig
 from mbpo_arm.agent.sac import SAC
 from mbpo_arm.agent.train import evaluate
 from mbpo_arm.configs.schema import ConfigError, RunConfig
@@ -75,48 +75,64 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def build_env(rc: RunConfig, render: bool = False) -> gym.Env:
-    """The run's task env on its backend, behind the shield."""
+def build_env(rc: RunConfig, render: bool = False, realtime: bool = False) -> gym.Env:
+    """The run's task env over its backend's control loop at ``runtime.control_hz``, the
+    shield inside it; ``realtime``: the twin paced by the wall clock (hardware always is)."""
     checked(rc)
     return make_env(rc.task, rc.backend_name, rc.backend,
-                    render_mode="rgb_array" if render else None, shield=rc.shield)
+                    render_mode="rgb_array" if render else None, shield=rc.shield,
+                    control_hz=rc.runtime.control_hz, realtime=realtime)
 
 
-def build_policy(rc: RunConfig, render: bool = False) -> tuple[gym.Env, SAC]:
-    """An env of the run's task and a fresh SAC agent sized for it."""
-    env = build_env(rc, render)
+def learner_precision(rc: RunConfig) -> str:
+    """The learner's number format, ``fp32`` or ``bf16``: ``precision`` with ``auto``
+    resolved for ``device`` (:func:`mbpo_arm.agent.layers.resolve_precision`)."""
+    return resolve_precision(rc.precision, resolve_device(rc.device))
+
+
+def build_policy(rc: RunConfig, render: bool = False, realtime: bool = False,
+                 precision: str = "fp32") -> tuple[gym.Env, SAC]:
+    """An env of the run's task and a fresh SAC agent sized for it; ``precision`` of its
+    networks (fp32 for acting, the run's :func:`learner_precision` for learning)."""
+    env = build_env(rc, render, realtime)
     generator = torch.Generator().manual_seed(rc.seed)
     sac = SAC(env.observation_space.shape[0], env.action_space.shape[0], rc.agent.sac,
-              device=resolve_device(rc.device), generator=generator)
+              device=resolve_device(rc.device), generator=generator, precision=precision)
     return env, sac
 
 
-def build_model(rc: RunConfig, env: gym.Env) -> Model:
+def build_model(rc: RunConfig, env: gym.Env, precision: str = "fp32") -> Model:
     """MBPO's dynamics side: the ensemble (learning the reward only where the task has no
-    reward function) and the task's pure reward, termination and derive functions."""
+    reward function; fitted and rolled out in ``precision``) and the task's pure reward,
+    termination and derive functions."""
     fns = env_task_functions(env)
     cfg = dataclasses.replace(rc.agent.model, device=rc.device,
                               learn_reward=rc.agent.model.learn_reward or fns.reward is None)
     with torch.random.fork_rng(devices=[]):  # weights from the run's seed, global RNG kept
         torch.manual_seed(rc.seed + 1)
         ensemble = ProbabilisticEnsemble(env.observation_space.shape[0],
-                                         env.action_space.shape[0], cfg)
+                                         env.action_space.shape[0], cfg, precision)
     return Model(ensemble.to(resolve_device(rc.device)), cfg, rc.agent.mbpo, fns.reward,
                  fns.termination, fns.derive, fns.relabel)
 
 
 def build_run(rc: RunConfig, run_dir: Path) -> Run:
     """Wire config -> backend -> env -> agent into a :class:`Run`; ``init_from`` loads the
-    pretrained run into it."""
-    env, sac = build_policy(rc)
+    pretrained run into it. The learner's precision is printed and logged (``precision`` in
+    the first ``metrics.jsonl`` event of each start)."""
+    precision = learner_precision(rc)
+    print(f"precision: {precision} (precision={rc.precision}, device {rc.device})", flush=True)
+    env, sac = build_policy(rc, precision=precision)
     # A real arm is one robot: evaluations run on it between training episodes. The twin
     # gets a second copy, so an evaluation leaves the training episode as it was.
     eval_env = env if rc.backend_name not in SIMULATED_BACKENDS else build_env(rc)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     agent = Agent(sac=sac, replay=ReplayBuffer(rc.trainer.replay_capacity, obs_dim, act_dim),
                   rng=np.random.default_rng(rc.seed), generator=sac.generator,
-                  model=build_model(rc, env) if rc.agent.algo == "mbpo" else None)
-    logger = RunLogger(run_dir, rc.logger, plain(rc), rc.trainer.total_steps)
+                  model=build_model(rc, env, precision) if rc.agent.algo == "mbpo" else None)
+    logger = RunLogger(run_dir, rc.logger, {**plain(rc), "precision": precision},
+                       rc.trainer.total_steps)
+    logger.log({"env_steps": 0, "precision": precision})
     run = Run(env=env, eval_env=eval_env, agent=agent, schedule=rc.trainer, logger=logger,
               run_dir=run_dir, seed=rc.seed)
     if rc.init_from:
@@ -135,19 +151,12 @@ def build_learner_run(rc: RunConfig, run_dir: str) -> Run:
     return build_run(rc, Path(run_dir))
 
 
-def paced(rc: RunConfig, runtime: RuntimeConfig, realtime: bool) -> RunConfig:
-    """``rc`` with the twin at the runtime's rate and ``realtime`` as given (a ros2 arm at
-    the runtime's rate; it is always paced by the wall clock); resets move slowly through the
-    shield (``shield.slow_reset``) unless the config says otherwise."""
-    if rc.shield.slow_reset is None:
-        rc = dataclasses.replace(rc, shield=dataclasses.replace(rc.shield, slow_reset=True))
-    if rc.backend_name == "ros2":
-        return dataclasses.replace(rc, backend=dataclasses.replace(
-            rc.backend, control_hz=runtime.control_hz))
-    if rc.backend_name != "mujoco":
+def slow_resets(rc: RunConfig) -> RunConfig:
+    """``rc`` with resets moving through the shield unless ``shield.slow_reset`` says
+    otherwise (``runtime=async``: a reset takes robot time on the twin too, as on hardware)."""
+    if rc.shield.slow_reset is not None:
         return rc
-    backend = dataclasses.replace(rc.backend, control_hz=runtime.control_hz, realtime=realtime)
-    return dataclasses.replace(rc, backend=backend)
+    return dataclasses.replace(rc, shield=dataclasses.replace(rc.shield, slow_reset=True))
 
 
 def attach_status(env: gym.Env, counts: Callable[[], tuple[int, int]],
@@ -155,7 +164,8 @@ def attach_status(env: gym.Env, counts: Callable[[], tuple[int, int]],
     """A robot that publishes a status (the ros2 backend) reports the run's env steps, SAC
     updates and achieved UTD (updates per env step since learning started) in it;
     ``counts()`` returns ``(env_steps, updates)``."""
-    sources = getattr(getattr(env.unwrapped, "robot", None), "status_sources", None)
+    sources = getattr(env.unwrapped.loop.backend, "status_sources", None) \
+        if hasattr(env.unwrapped, "loop") else None
     if sources is None:
         return
 

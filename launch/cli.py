@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mbpo_arm.configs.schema import ConfigError, options
-from mbpo_arm.hardware.serial_bus import BusError
+from mbpo_arm.hardware.errors import RobotError
 from mbpo_arm.sim.gl import GLBackendError, use_gl
 
 # Each command: the module and function that run it.
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, GLBackendError) as err:
         print(f"mbpo-arm: error: {err}", file=sys.stderr)
         return 2
-    except BusError as err:  # the serial bus failed during the run (every retry spent)
+    except RobotError as err:  # the bus or the driver failed during the run (retries spent)
         print(f"mbpo-arm: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # a second Ctrl-C: no final checkpoint, the last one stays

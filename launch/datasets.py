@@ -55,12 +55,12 @@ def scripted_reach(env: gym.Env, noise: float, rng: np.random.Generator,
         raise ValueError(f"policy=medium/expert is the scripted reach controller; task "
                          f"{env.spec.id if env.spec else inner} is not an ArmReach task (use "
                          "policy=checkpoint)")
-    names = list(inner.robot.joint_names)
+    names = list(inner.loop.joint_names)
     idx = [names.index(j) for j in inner.config.joints]
     layout, scale = inner.layout, inner.config.action_scale
 
     def act(obs: np.ndarray) -> np.ndarray:
-        q_full = np.array(inner.robot.read_state().position, dtype=np.float64)
+        q_full = np.array(inner.loop.state.position, dtype=np.float64)
         q_full[idx] = obs[:len(idx)]
         jac = np.zeros((3, len(idx)))
         for k, j in enumerate(idx):
@@ -101,8 +101,8 @@ def checkpoint_policy(run_dir: str | Path, env: gym.Env, noise: float,
 def env_meta(env: gym.Env, robot: str, source: str) -> DatasetMeta:
     """The metadata of transitions recorded in ``env`` (rate from the robot or ``dt``)."""
     inner = env.unwrapped
-    robot_obj = getattr(inner, "robot", None)
-    period = getattr(robot_obj, "control_period", None) or getattr(inner, "dt", None) or 0.05
+    loop = getattr(inner, "loop", None)
+    period = getattr(loop, "period", None) or getattr(inner, "dt", None) or 0.05
     joints = list(getattr(getattr(inner, "config", None), "joints", ()) or [])
     return DatasetMeta(robot=robot, task=env.spec.id if env.spec else type(inner).__name__,
                        control_hz=round(1.0 / period, 6),
@@ -163,7 +163,8 @@ def import_run(run_dir: str | Path) -> Dataset:
         raise DatasetError(f"{run_dir}: the run has no transitions yet (no checkpoint replay "
                            "and no replay.log)")
     backend = str(cfg.get("backend_name", "unknown"))
-    hz = OmegaConf.select(cfg, "backend.control_hz", default=None)
+    hz = OmegaConf.select(cfg, "runtime.control_hz", default=None) \
+        or OmegaConf.select(cfg, "backend.control_hz", default=None)  # runs saved before
     meta = DatasetMeta(robot=backend, task=str(cfg.task.id), control_hz=float(hz or 20.0),
                        obs_spec=spec(buffer.obs_dim), action_spec=spec(buffer.act_dim,
                                                                       bounded=True),

@@ -42,7 +42,7 @@ ARGUMENTS: tuple[tuple[str, str, str], ...] = (
     ("estop_topic", "/mbpo_arm/estop", "std_msgs/Bool; true latches the e-stop"),
     ("reset_topic", "/mbpo_arm/estop_reset", "std_msgs/Bool; true releases the e-stop"),
     ("status_topic", "/mbpo_arm/status", "std_msgs/String, JSON status once a second"),
-    ("control_hz", "20.0", "control rate (Hz)"),
+    ("control_hz", "20.0", "control rate (Hz) of every backend: runtime.control_hz"),
     ("limits_file", "", "the safety shield's limits file (a name under configs/limits/ or a "
                         "path); empty: so101 for backend:=mujoco, the robot preset's for "
                         "serial; a ros2 arm needs its own"),
@@ -51,7 +51,7 @@ ARGUMENTS: tuple[tuple[str, str, str], ...] = (
 )
 # Launch arguments that set a key of the ros2 backend's config of the same name.
 BACKEND_KEYS = ("domain_id", "state_topic", "command_type", "command_topic", "trajectory_topic",
-                "estop_topic", "reset_topic", "status_topic", "control_hz")
+                "estop_topic", "reset_topic", "status_topic")
 BACKENDS = ("ros2", "mujoco", "serial")
 
 
@@ -92,13 +92,15 @@ def plan(values: dict[str, str]) -> list[Process]:
         ours = [f"robot={values['robot']}", f"backend.port={values['port']}"]
     else:
         ours = [f"backend.{k}={values[k]}" for k in BACKEND_KEYS if values[k] != ""]
+    ours.append(f"runtime.control_hz={values['control_hz']}")  # one rate, every backend
     limits = values["limits_file"] or ("so101" if backend == "mujoco" else "")
     if limits:  # the twin driver is the shipped arm: its limits by default
         ours.append(f"shield.limits_file={limits}")
     overrides = [o for o in ours if o.partition("=")[0] not in user_keys] + user
     processes = []
     if backend == "mujoco":
-        driver_args = [o for o in overrides if o.startswith("backend.")]
+        driver_args = [o for o in overrides
+                       if o.startswith(("backend.", "runtime.control_hz="))]
         processes.append(Process("twin_driver",
                                  [python(), "-m", "mbpo_arm.sim.ros2_twin_driver", *driver_args]))
     train_backend = "serial" if backend == "serial" else "ros2"

@@ -25,9 +25,7 @@ class TwinConfig:
     joint_names: tuple[str, ...] = JOINTS  # joints the twin drives, in command order
     actuator_names: tuple[str, ...] = tuple(f"{j}_act" for j in JOINTS)  # one per joint
     ee_site: str = "ee_site"  # site at the end effector (between the gripper jaws)
-    control_hz: float = 20.0  # control rate; physics substeps are integrated in between
     timestep: float | None = None  # physics step (s); None: the model's own (2 ms)
-    realtime: bool = False  # pace advance() to the wall clock, as hardware would be
 
     def __post_init__(self) -> None:
         # Hydra/OmegaConf hands over ListConfig: store plain tuples of str.
@@ -36,16 +34,10 @@ class TwinConfig:
         self.ee_site = str(self.ee_site)
         if self.model_path is not None:
             self.model_path = str(self.model_path)
-        self.control_hz = float(self.control_hz)
-        if not self.control_hz > 0:
-            raise ValueError(f"backend.control_hz must be > 0, got {self.control_hz}")
         if self.timestep is not None:
             self.timestep = float(self.timestep)
             if not self.timestep > 0:
                 raise ValueError(f"backend.timestep must be > 0 or null, got {self.timestep}")
-            if self.timestep > 1.0 / self.control_hz:
-                raise ValueError(f"backend.timestep={self.timestep} is longer than the control "
-                                 f"period 1/{self.control_hz} s; lower it or control_hz")
         if not self.joint_names:
             raise ValueError("backend.joint_names is empty; name the joints the twin drives")
         if len(self.joint_names) != len(self.actuator_names):

@@ -64,6 +64,16 @@ class MujocoGeometry:
         self._site = int(name_ids(model, mujoco.mjtObj.mjOBJ_SITE, [ee_site], "ee_site")[0])
         self._dof = model.jnt_dofadr[check_joints(model, self.joint_names)]
         self._compliance = _compliance(model, self._dof) if gravity_sag else None
+        # The pairs rule 6 can report (two geoms, at least one on a moving link), numbered.
+        moving, g = ~self._static, model.ngeom
+        first, second = np.triu_indices(g, 1)
+        keep = moving[first] | moving[second]
+        first, second = first[keep], second[keep]
+        self._pair_index = np.full((g, g), -1, dtype=np.int64)
+        self._pair_index[first, second] = self._pair_index[second, first] = np.arange(len(first))
+        self.pairs: tuple[tuple[str, str], ...] = tuple(
+            (model.geom(int(a)).name or str(a), model.geom(int(b)).name or str(b))
+            for a, b in zip(first, second, strict=True))
         self._data = mujoco.MjData(model)
         key = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_KEY, "home")
         if key >= 0:
@@ -98,12 +108,25 @@ class MujocoGeometry:
     def penetration(self, q: np.ndarray) -> float:
         """How deep (m) the arm commanded to ``q`` ``[J]`` is inside the clearance: the
         deepest of its contacts (at ``q``, and where gravity sags it to); 0 exactly when
-        :meth:`collides` is false. The shield lets an arm that is already inside move only
-        where this does not grow."""
-        depth = float(self._contacts(q)[1].max(initial=0.0))
+        :meth:`collides` is false."""
+        return float(self.pair_depths(q).max(initial=0.0))
+
+    def pair_depths(self, q: np.ndarray) -> np.ndarray:
+        """``[P]`` how deep (m) each pair of :attr:`pairs` is inside the clearance at ``q``
+        ``[J]`` (the deepest of its contacts, at ``q`` and where gravity sags it to); 0 for a
+        pair not in contact. Its maximum is :meth:`penetration`. The shield lets an arm that
+        is already inside move only where no pair comes in or goes deeper."""
+        out = np.zeros(len(self.pairs))
+        self._deepest(q, out)
         if self._compliance is not None:
-            depth = max(depth, float(self._contacts(self.sagged(q))[1].max(initial=0.0)))
-        return depth
+            self._deepest(self.sagged(q), out)
+        return out
+
+    def _deepest(self, q: np.ndarray, out: np.ndarray) -> None:
+        """Raise ``out[p]`` ``[P]`` to the depth of pair ``p``'s contacts at ``q``."""
+        geoms, depth = self._contacts(q)
+        if len(depth):
+            np.maximum.at(out, self._pair_index[geoms[:, 0], geoms[:, 1]], depth)
 
     def _contacts(self, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Geom pairs ``[K, 2]`` within the clearance at ``q`` that involve a moving link,

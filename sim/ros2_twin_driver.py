@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 from omegaconf import OmegaConf
 
+from mbpo_arm.hardware.loop import Pace
 from mbpo_arm.hardware.ros2 import messages as msg
 from mbpo_arm.hardware.ros2.config import Ros2Config
 from mbpo_arm.hardware.ros2.transport import COMMANDS, SENSOR_DATA, Transport, make_transport
@@ -41,20 +42,22 @@ class TwinDriver:
     """The twin as a ros2_control arm on ``transport`` (see the module docstring).
 
     Args:
-        config: the topics, joint names (``joint_names`` in the twin, ``ros_joint_names`` on
-            the wire) and ``control_hz`` of the ros2 backend.
+        config: the topics and joint names (``joint_names`` in the twin, ``ros_joint_names``
+            on the wire) of the ros2 backend.
         transport: where to publish and subscribe.
-        twin: the twin to drive; None builds the shipped arm (or ``config.model_path``),
-            realtime, at ``config.control_hz``.
+        control_hz: the driver's own rate (a ros2_control arm's controller manager has its
+            own, independent of the learner's control loop).
+        twin: the twin to drive; None builds the shipped arm (or ``config.model_path``).
     """
 
-    def __init__(self, config: Ros2Config, transport: Transport,
+    def __init__(self, config: Ros2Config, transport: Transport, control_hz: float = 20.0,
                  twin: TwinRobot | None = None) -> None:
-        self.config = config
+        self.config, self.control_hz = config, float(control_hz)
         self.twin = twin if twin is not None else TwinRobot(TwinConfig(
             model_path=config.model_path, joint_names=config.joint_names,
             actuator_names=tuple(f"{j}_act" for j in config.joint_names),
-            ee_site=config.ee_site, control_hz=config.control_hz, realtime=True))
+            ee_site=config.ee_site), control_hz=self.control_hz)
+        self.pace = Pace(self.twin.control_period)  # the driver paces itself: it is the arm
         self.transport = transport
         self.counts = {"ticks": 0, "states_published": 0, "commands_received": 0,
                        "commands_rejected": 0}
@@ -72,10 +75,11 @@ class TwinDriver:
         publish the joint state."""
         self.transport.poll()
         if self._target is not None:
-            self.twin.send_command(self._target)
+            self.twin.write(self._target)
             self._target = None
-        self.twin.advance()
-        state = self.twin.read_state()
+        self.twin.step()
+        self.pace.wait()
+        state = self.twin.read()
         self._publish(msg.JointState(
             header=msg.Header(stamp=msg.Time.from_seconds(time.time())), name=self._wire,
             position=state.position.tolist(), velocity=state.velocity.tolist()))
@@ -85,7 +89,7 @@ class TwinDriver:
     def stats(self) -> dict[str, Any]:
         """The counts, the last rejection and the rate."""
         return {**self.counts, "last_rejection": self.last_rejection,
-                "control_hz": self.config.control_hz}
+                "control_hz": self.control_hz}
 
     def _reject(self, reason: str) -> None:
         self.counts["commands_rejected"] += 1
@@ -147,18 +151,23 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=None, help="stop after this long")
     parser.add_argument("--stats", type=Path, help="write the counts here as JSON on exit")
+    parser.add_argument("--hz", type=float, default=None,
+                        help="the driver's rate (default: runtime.control_hz= if given, else 20)")
     args, rest = parser.parse_known_args(argv)
+    rate = [o for o in rest if o.startswith("runtime.control_hz=")]
+    rest = [o for o in rest if o not in rate]
     try:
+        hz = args.hz or (float(rate[-1].split("=", 1)[1]) if rate else 20.0)
         config = load_config(rest)
         driver = TwinDriver(config, make_transport(config.transport, config.domain_id,
-                                                   "mbpo_arm_twin"))
+                                                   "mbpo_arm_twin"), hz)
     except (ValueError, FileNotFoundError) as err:
         print(f"ros2_twin_driver: error: {err}", file=sys.stderr)
         return 2
     stop = []
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.append(True))
-    print(f"ros2_twin_driver: {config.state_topic} at {config.control_hz:g} Hz, following "
+    print(f"ros2_twin_driver: {config.state_topic} at {hz:g} Hz, following "
           f"{config.command_topic} and {config.trajectory_topic} (domain {config.domain_id}, "
           f"{driver.transport.name})", flush=True)
     end = time.monotonic() + args.seconds if args.seconds else float("inf")

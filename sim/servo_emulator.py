@@ -11,8 +11,10 @@ stops a servo whose host went quiet.
 
 Every goal position that reaches a servo is checked against the joint's mechanical range (the
 twin's joint range): :attr:`ServoEmulator.unsafe` lists those beyond it. Faults
-(:class:`Faults`) drop replies, corrupt their checksum, silence servos, or add latency; a host
-at another baud rate than the emulator's gets no answer, as on a real bus.
+(:class:`Faults`) drop replies, corrupt their checksum, silence servos, set error bits, or add
+latency; a host at another baud rate than the emulator's gets no answer, as on a real bus. With
+``echo=True`` the adapter sends every host byte back before the replies, as half-duplex USB
+adapters that loop their transmit line onto the receive line do.
 
     python -m mbpo_arm.sim.servo_emulator --protocol feetech   # prints the port; Ctrl-C stops
 """
@@ -62,13 +64,20 @@ class Faults:
     Attributes:
         drop_replies: the next N status packets are not sent (a lost reply).
         corrupt_replies: the next N status packets go out with a wrong checksum/CRC.
+        drop_ping_replies: the next N replies to a PING are not sent.
+        corrupt_ping_replies: the next N replies to a PING go out with a wrong checksum/CRC.
         silent_ids: servos that dropped off the bus (no reply, writes ignored).
+        status_errors: servo id -> error bits set in every status packet it sends (e.g.
+            ``0x01``, a Feetech input voltage error).
         latency: seconds added before every reply.
     """
 
     drop_replies: int = 0
     corrupt_replies: int = 0
+    drop_ping_replies: int = 0
+    corrupt_ping_replies: int = 0
     silent_ids: set[int] = field(default_factory=set)
+    status_errors: dict[int, int] = field(default_factory=dict)
     latency: float = 0.0
 
 
@@ -96,22 +105,26 @@ class ServoEmulator:
         twin_config: the twin behind the registers (its ``control_hz`` is ignored).
         baudrate: the rate the servos are set to; a host at another rate gets no reply.
         physics_hz: physics ticks per wall-clock second.
+        echo: the adapter sends every byte the host writes back to it, ahead of the replies
+            (at any baud rate: the loop-back is in the adapter, not in the servos); the
+            attribute of the same name may be changed while the emulator runs.
     """
 
     def __init__(self, protocol: str = "feetech", ids: Sequence[int] = (1, 2, 3, 4, 5, 6),
                  twin_config: TwinConfig | None = None, baudrate: int = 1_000_000,
-                 physics_hz: float = 250.0) -> None:
+                 physics_hz: float = 250.0, echo: bool = False) -> None:
         if protocol not in CODECS:
             raise ValueError(f"protocol {protocol!r}: choose one of {sorted(CODECS)}")
         base = twin_config if twin_config is not None else TwinConfig()
         self.twin = TwinRobot(TwinConfig(base.model_path, base.joint_names, base.actuator_names,
-                                         base.ee_site, control_hz=physics_hz))
+                                         base.ee_site), control_hz=physics_hz)
         self.protocol, self.codec = protocol, CODECS[protocol]()
         self.ids = [int(i) for i in ids]
         if len(self.ids) != len(self.twin.joint_names):
             raise ValueError(f"{len(self.ids)} ids for {len(self.twin.joint_names)} joints")
         self.baudrate = int(baudrate)
         self.faults = Faults()
+        self.echo = bool(echo)
         self.unsafe: list[tuple[int, int]] = []  # (servo id, goal ticks) beyond the range
         self.goal_writes = 0
         self.received: deque[bytes] = deque(maxlen=64)  # the last instruction packets, raw
@@ -181,7 +194,7 @@ class ServoEmulator:
     def joint_positions(self) -> np.ndarray:
         """``[J]`` the twin's joint positions now (rad)."""
         with self._lock:
-            return self.twin.read_state().position
+            return self.twin.read().position
 
     def torque(self) -> np.ndarray:
         """``[J]`` torque enable register of each servo."""
@@ -213,7 +226,7 @@ class ServoEmulator:
 
     def _sync_registers(self) -> None:
         """Present position and velocity from the twin."""
-        state = self.twin.read_state()
+        state = self.twin.read()
         for k in range(len(self.ids)):
             self._set(k, "present_position", self._to_ticks(k, state.position[k]))
             speed = self.direction[k] * state.velocity[k] / self.codec.velocity_unit
@@ -246,7 +259,7 @@ class ServoEmulator:
             ticks = min(max(ticks, self._reg(k, "min_position_limit")),
                         self._reg(k, "max_position_limit"))
             self._ctrl[k] = self.direction[k] * (ticks - self.zero[k]) * self.rad_per_tick
-            self.twin.send_command(self._ctrl)
+            self.twin.write(self._ctrl)
         if address == table["torque_enable"].address:
             self._apply_torque()
         if "bus_watchdog" in table and address == table["bus_watchdog"].address \
@@ -256,7 +269,7 @@ class ServoEmulator:
 
     # ------------------------------------------------------------------------- serving
     def _serve(self) -> None:
-        period = 1.0 / self.twin.config.control_hz
+        period = self.twin.control_period
         next_tick = time.monotonic()
         buf, outbox = b"", []  # outbox: (due time, bytes)
         while not self._stop.is_set():
@@ -278,6 +291,9 @@ class ServoEmulator:
                     data = os.read(self._master, 4096)
                 except OSError:
                     return
+                if self.echo:
+                    with contextlib.suppress(OSError):
+                        os.write(self._master, data)
                 if self._host_baud() != self.baudrate:
                     continue  # at another baud rate the servos see only noise
                 buf += data
@@ -298,7 +314,7 @@ class ServoEmulator:
                 limp = ~self.torque().astype(bool)
                 self.twin.data.qpos[self._qadr[limp]] = self._held[limp]
                 self.twin.data.qvel[self._vadr[limp]] = 0.0
-            self.twin.advance()
+            self.twin.step()
             self._check_watchdog()
             self._sync_registers()
 
@@ -311,8 +327,8 @@ class ServoEmulator:
             if units > 0 and self.torque()[k] and quiet > units * self.codec.watchdog:
                 self._watchdog_fired[k] = True  # stop where it is, refuse goals until cleared
                 self._set(k, "bus_watchdog", -1)
-                self._ctrl[k] = self.twin.read_state().position[k]
-                self.twin.send_command(self._ctrl)
+                self._ctrl[k] = self.twin.read().position[k]
+                self.twin.write(self._ctrl)
 
     def _send(self, packet: bytes) -> None:
         if self.faults.drop_replies > 0:
@@ -351,8 +367,10 @@ class ServoEmulator:
         return status.servo_id, status.error, status.params
 
     def _status(self, servo_id: int, error: int, params: bytes = b"") -> bytes:
+        injected = self.faults.status_errors.get(servo_id, 0)
         if self.protocol == "dynamixel":
-            return dxl_packet(servo_id, bytes([STATUS, error & ~ALERT]) + params)
+            return dxl_packet(servo_id, bytes([STATUS, error & ~ALERT | injected]) + params)
+        error |= injected
         body = bytes([servo_id, len(params) + 2, error]) + params
         return b"\xff\xff" + body + bytes([sts_checksum(body)])
 
@@ -380,13 +398,24 @@ class ServoEmulator:
         k = live[servo_id]
         if instruction == PING:
             extra = self._regs[k][0:2] + b"\x2e" if self.protocol == "dynamixel" else b""
-            return [self._status(servo_id, 0, bytes(extra))]
+            return self._ping_faults(self._status(servo_id, 0, bytes(extra)))
         if instruction == READ:
             address, size = word(0), word(width)
             return [self._status(servo_id, 0, bytes(self._regs[k][address:address + size]))]
         if instruction == WRITE:
             return [self._status(servo_id, self._write(k, word(0), params[width:]))]
         return [self._status(servo_id, 2 if self.protocol == "dynamixel" else 0)]
+
+    def _ping_faults(self, reply: bytes) -> list[bytes]:
+        """``reply`` to a PING as :attr:`faults` leave it: dropped, corrupted, or as is."""
+        faults = self.faults
+        if faults.drop_ping_replies > 0:
+            faults.drop_ping_replies -= 1
+            return []
+        if faults.corrupt_ping_replies > 0:
+            faults.corrupt_ping_replies -= 1
+            return [reply[:-1] + bytes([reply[-1] ^ 0x5A])]
+        return [reply]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -405,6 +434,9 @@ def main(argv: list[str] | None = None) -> None:
                 time.sleep(1)
         except KeyboardInterrupt:
             pass
+        print(f"served {emulator.goal_writes} goal writes; {len(emulator.unsafe)} beyond the "
+              f"limit registers; the bus watchdog fired on {sum(emulator._watchdog_fired)} "
+              "servos", flush=True)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
-"""The MuJoCo twin: an SO-101-class arm behind the :class:`hardware.robot.Robot` interface.
+"""The MuJoCo twin: an SO-101-class arm behind the :class:`hardware.robot.Backend` interface.
 
 The twin plays the part of the real arm: position commands go to servo-like ``position``
-actuators (clipped to the joint limits, as the servo firmware does), and each ``advance()``
-integrates the physics for one control period. Everything is deterministic: the same sequence
+actuators (clipped to the joint limits, as the servo firmware does), and each ``step()``
+integrates the physics for one control period. Passive, like every backend: the control loop
+(:class:`hardware.loop.ControlLoop`) steps it on simulated time, or paces it by the wall
+clock. Everything is deterministic: the same sequence
 of calls gives bit-identical states.
 
 Units: radians, radians per second, seconds. Arrays are float64 ``[J]`` in the order of
@@ -11,7 +13,6 @@ Units: radians, radians per second, seconds. Arrays are float64 ``[J]`` in the o
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -174,10 +175,11 @@ def model_limits(model: mujoco.MjModel, joint_names: Sequence[str],
 
 
 class TwinRobot:
-    """The MuJoCo twin as a :class:`hardware.robot.Robot`.
+    """The MuJoCo twin as a :class:`hardware.robot.Backend` and
+    :class:`~hardware.robot.Simulated` (stepped by the control loop).
 
     The model is loaded (and checked) in the constructor so that a bad config fails at
-    start-up. ``advance()`` integrates ``n_substeps`` physics steps, then runs ``mj_forward``
+    start-up. ``step()`` integrates ``n_substeps`` physics steps, then runs ``mj_forward``
     so that everything derived from the state (site positions, contacts) matches it.
 
     The timestep is adjusted to ``control_period / n_substeps`` (``n_substeps`` the nearest
@@ -187,15 +189,21 @@ class TwinRobot:
         config: the :class:`TwinConfig`.
         model, data: the MuJoCo model and its simulation state.
         joint_names: ``[J]`` driven joints; ``limits``: their :class:`JointLimits`.
-        control_period: seconds per ``advance()``; ``n_substeps``: physics steps per period.
+        control_period: seconds per ``step()``; ``n_substeps``: physics steps per period.
     """
 
-    def __init__(self, config: TwinConfig | None = None) -> None:
+    def __init__(self, config: TwinConfig | None = None, control_hz: float = 20.0) -> None:
         self.config = config if config is not None else TwinConfig()
+        if not control_hz > 0:
+            raise ValueError(f"runtime.control_hz must be > 0, got {control_hz}")
         self.model = load_model(self.config)
         self.data = mujoco.MjData(self.model)
         self.joint_names = self.config.joint_names
-        self.control_period = 1.0 / self.config.control_hz
+        self.control_period = 1.0 / float(control_hz)
+        if self.config.timestep is not None and self.config.timestep > self.control_period:
+            raise ValueError(f"backend.timestep={self.config.timestep} is longer than the "
+                             f"control period 1/{control_hz:g} s; lower it or "
+                             "runtime.control_hz")
         self.n_substeps = max(1, round(self.control_period / self.model.opt.timestep))
         self.model.opt.timestep = self.control_period / self.n_substeps
         self.limits = model_limits(self.model, self.joint_names, self.config.actuator_names)
@@ -212,29 +220,28 @@ class TwinRobot:
         self._gains = (self.model.actuator_gainprm.copy(), self.model.actuator_biasprm.copy())
         self._renderer: mujoco.Renderer | None = None
         self._ticks = 0
-        self._deadline: float | None = None
         self.connected = False
-        self.reset(self.home_position)
+        self.place(self.home_position)
 
-    # ------------------------------------------------------------------ Robot interface
+    # ---------------------------------------------------------------- Backend interface
     def connect(self) -> None:
         """Nothing to open for the twin (the model loads in the constructor). Idempotent."""
         self.connected = True
 
-    def disconnect(self) -> None:
+    def close(self) -> None:
         """Release the offscreen renderer, if any. Idempotent."""
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
         self.connected = False
 
-    def read_state(self) -> RobotState:
+    def read(self) -> RobotState:
         """The joint positions and velocities ``[J]``, stamped with the simulated time."""
         return RobotState(position=self.data.qpos[self._qadr].copy(),
                           velocity=self.data.qvel[self._vadr].copy(),
                           stamp=float(self.data.time))
 
-    def send_command(self, position: np.ndarray) -> np.ndarray:
+    def write(self, position: np.ndarray) -> np.ndarray:
         """Set the servo targets to ``[J]`` ``position`` clipped to the limits; return the
         ``[J]`` command actually sent. Non-finite values are refused (ValueError)."""
         command = check_command(position, self.joint_names)
@@ -242,24 +249,19 @@ class TwinRobot:
         self.data.ctrl[self._act] = sent
         return sent.copy()
 
-    def advance(self) -> None:
-        """Integrate one control period; with ``realtime``, return at the wall-clock tick."""
+    def step(self) -> None:
+        """Integrate one control period."""
         for _ in range(self.n_substeps):
             mujoco.mj_step(self.model, self.data)
         self._ticks += 1
         # Set the clock from the tick count, so that it does not drift by rounding.
         self.data.time = self._ticks * self.control_period
         mujoco.mj_forward(self.model, self.data)
-        if self.config.realtime:
-            self._wait_for_tick()
 
-    def reset(self, position: np.ndarray, rng: np.random.Generator | None = None) -> RobotState:
+    def place(self, position: np.ndarray) -> RobotState:
         """Place the arm at ``[J]`` ``position`` (clipped) at rest, servo targets there, time 0.
-
-        ``rng`` is accepted for the interface; the twin adds no noise of its own. Joints not
-        driven take their ``home`` keyframe value (or the model default).
+        Joints not driven take their ``home`` keyframe value (or the model default).
         """
-        del rng  # the twin is deterministic; randomize the position before calling instead
         position = np.asarray(position, dtype=np.float64)
         if position.shape != (len(self.joint_names),):
             raise ValueError(f"reset position has shape {position.shape}, expected "
@@ -275,9 +277,8 @@ class TwinRobot:
         self.data.ctrl[self._act] = sent
         self.data.time = 0.0
         self._ticks = 0
-        self._deadline = None
         mujoco.mj_forward(self.model, self.data)
-        return self.read_state()
+        return self.read()
 
     # --------------------------------------------------------------------------- extras
     def clock(self) -> float:
@@ -286,7 +287,7 @@ class TwinRobot:
 
     def release_torque(self) -> None:
         """The servos go limp (zero stiffness and damping), as a torque-off on the bus does;
-        :meth:`enable_torque` or :meth:`reset` brings them back."""
+        :meth:`enable_torque` or :meth:`place` brings them back."""
         self.model.actuator_gainprm[self._act] = 0.0
         self.model.actuator_biasprm[self._act] = 0.0
 
@@ -342,17 +343,3 @@ class TwinRobot:
         for marker in markers:
             add_marker(r.scene, marker)
         return r.render()
-
-    def _wait_for_tick(self) -> None:
-        """Sleep to the next wall-clock tick; more than one tick late drops the backlog (no
-        burst of fast ticks), as a hardware loop that overran would."""
-        now = time.monotonic()
-        if self._deadline is None:
-            self._deadline = now + self.control_period
-        elif now > self._deadline + self.control_period:
-            self._deadline = now
-        if self._deadline - now > 1e-3:  # sleep to ~1 ms before the tick, then spin: the
-            time.sleep(self._deadline - now - 1e-3)  # OS wakes sleepers late by up to ~1 ms
-        while time.monotonic() < self._deadline:
-            pass
-        self._deadline += self.control_period

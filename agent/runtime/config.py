@@ -18,8 +18,9 @@ class RuntimeConfig:
     """The ``runtime`` group (``configs/runtime/``); only ``mode=async`` reads the rest."""
 
     mode: str = "sync"  # sync: agent.train's loop; async: fixed-rate actor + learner process
-    control_hz: float = 20.0  # actor tick rate; the composition sets the backend's rate to it
-    pacing: str = "robot"  # robot: the robot's advance() waits for the tick; actor: we wait
+    control_hz: float = 20.0  # the control rate of every backend (the one key), sync or async
+    pacing: str = "robot"  # async: robot: the control loop waits for each tick (the twin in
+    #   real time; hardware always); actor: the twin unpaced, the actor waits
     spin_s: float = 0.001  # pacing=actor: sleep until this long before the deadline, then spin
     miss_tolerance: float = 0.1  # a tick later than this fraction of a period misses it
     fsync_every_records: int = 50  # fsync the replay log after this many appends ...

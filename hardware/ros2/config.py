@@ -38,7 +38,6 @@ class Ros2Config:
     next_episode_topic: str = "/mbpo_arm/next_episode"  # std_msgs/Bool; true starts the next
     #   episode when runtime.episode_gate=topic holds the arm between episodes
     state_qos_depth: int = 5  # keep-last depth of the best-effort joint-state subscription
-    control_hz: float = 20.0  # control rate; advance() sleeps to the next period boundary
     lower: tuple[float, ...] = (-1.92, -1.75, -1.69, -1.66, -2.74, -0.17)  # rad, per joint
     upper: tuple[float, ...] = (1.92, 1.75, 1.69, 1.66, 2.74, 1.75)  # rad, per joint
     velocity: tuple[float, ...] = (4.7,) * 6  # rad/s, per joint
@@ -48,9 +47,6 @@ class Ros2Config:
     ee_site: str = "ee_site"  # end-effector site of that model
     connect_timeout_s: float = 10.0  # wait this long for the first joint state
     state_timeout_s: float = 1.0  # a newest joint state older than this stops the run
-    reset_speed: float = 0.5  # rad/s of the slow move to a reset position
-    reset_tolerance: float = 0.05  # rad; a reset waits until every joint is this close
-    reset_timeout_s: float = 10.0  # give up waiting (with a warning) after this long
     status_every_s: float = 1.0  # period of the status message
 
     def __post_init__(self) -> None:
@@ -81,8 +77,7 @@ class Ros2Config:
         if not 0 <= self.domain_id <= MAX_DOMAIN_ID:
             raise ValueError(f"backend.domain_id={self.domain_id} is out of range; use 0-"
                              f"{MAX_DOMAIN_ID} (the ROS_DOMAIN_ID of your ROS 2 machines)")
-        for name in ("control_hz", "connect_timeout_s", "state_timeout_s", "reset_speed",
-                     "reset_tolerance", "reset_timeout_s", "status_every_s"):
+        for name in ("connect_timeout_s", "state_timeout_s", "status_every_s"):
             setattr(self, name, float(getattr(self, name)))
             if not getattr(self, name) > 0:
                 raise ValueError(f"backend.{name} must be > 0, got {getattr(self, name)}")

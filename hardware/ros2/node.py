@@ -1,4 +1,4 @@
-"""The actor's side of a ros2_control arm: a :class:`hardware.robot.Robot` over ROS 2 topics.
+"""The actor's side of a ros2_control arm: a :class:`hardware.robot.Backend` over ROS 2 topics.
 
 Reads ``sensor_msgs/JointState`` (from ``joint_state_broadcaster``) and publishes position
 targets as ``std_msgs/Float64MultiArray`` for a ``forward_position_controller`` (or a
@@ -9,9 +9,13 @@ one-point ``trajectory_msgs/JointTrajectory`` for a ``joint_trajectory_controlle
   root connects the safety shield's e-stop there); ``true`` on ``reset_topic`` releases it.
 - ``next_episode_topic`` (``std_msgs/Bool``): ``true`` calls :attr:`Ros2Robot.on_next_episode`
   (the operator's gate between episodes, ``runtime.episode_gate=topic``).
-- ``status_topic`` (``std_msgs/String``): one JSON object every ``status_every_s``: tick
-  jitter, missed deadlines, joint states received and rejected, the e-stop, and whatever the
-  :attr:`Ros2Robot.status_sources` add (shield interventions, achieved UTD).
+- ``status_topic`` (``std_msgs/String``): one JSON object every ``status_every_s``: joint
+  states received and rejected, commands sent, the e-stop, and whatever the
+  :attr:`Ros2Robot.status_sources` add (the control loop's tick lateness, shield
+  interventions, achieved UTD).
+
+Passive, like every backend: the transport is polled, and the status published, only from
+:meth:`Ros2Robot.read` and :meth:`Ros2Robot.write`, on the control loop's thread.
 
 Joint-state messages that lack one of the configured joints, or whose arrays do not match
 their names, are rejected and counted (``joint_states_rejected``), never half-used.
@@ -21,50 +25,48 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from mbpo_arm.hardware.errors import RobotError
 from mbpo_arm.hardware.robot import JointLimits, RobotState, check_command
 from mbpo_arm.hardware.ros2.config import Ros2Config
 from mbpo_arm.hardware.ros2.transport import COMMANDS, EVENTS, QosProfile, Transport, make_transport
 
 log = logging.getLogger(__name__)
-JITTER_WINDOW = 1000  # ticks kept for the jitter percentiles of the status
 
 
 class Ros2Robot:
-    """A ros2_control arm as a :class:`hardware.robot.Robot` (see the module docstring).
+    """A ros2_control arm as a :class:`hardware.robot.Backend` (see the module docstring).
 
     Args:
         config: the :class:`Ros2Config`.
         transport: a ready :class:`Transport`; None: made from the config in :meth:`connect`.
+        control_hz: the control loop's rate (a trajectory point is due one period ahead).
 
     Attributes:
-        joint_names, limits, control_period: as the Robot interface says.
+        joint_names, limits: as the Backend interface says.
         on_estop: called with a source name when an e-stop arrives on ``estop_topic``.
         on_estop_reset: called with a source name when ``reset_topic`` releases it; raising
             RuntimeError there keeps the e-stop latched.
         on_next_episode: called with a source name when ``true`` arrives on
-            ``next_episode_topic`` (on the control loop's thread, in ``read_state``).
+            ``next_episode_topic`` (on the control loop's thread, in ``read``).
         status_sources: functions whose dicts are merged into each status message.
         estopped: whether the e-stop is latched.
-        lateness: the last ``JITTER_WINDOW`` ticks' wake-up lateness after the deadline (s).
-        counts: messages received, rejected and sent, ticks, missed deadlines, e-stops.
+        counts: messages received, rejected and sent, ticks, e-stops.
     """
 
     def __init__(self, config: Ros2Config | None = None,
-                 transport: Transport | None = None) -> None:
+                 transport: Transport | None = None, control_hz: float = 20.0) -> None:
         self.config = config if config is not None else Ros2Config()
         self.joint_names = self.config.joint_names
         c = self.config
         self.limits = JointLimits(lower=np.array(c.lower), upper=np.array(c.upper),
                                   velocity=np.array(c.velocity), effort=np.array(c.effort))
-        self.control_period = 1.0 / self.config.control_hz
+        self.control_period = 1.0 / float(control_hz)
         self.on_estop: Callable[[str], None] | None = None
         self.on_estop_reset: Callable[[str], None] | None = None
         self.on_next_episode: Callable[[str], None] | None = None
@@ -76,11 +78,9 @@ class Ros2Robot:
         self._command: np.ndarray | None = None
         self._publish_command: Callable[[Any], None] | None = None
         self._publish_status: Callable[[Any], None] | None = None
-        self._deadline: float | None = None
-        self.lateness: deque[float] = deque(maxlen=JITTER_WINDOW)
         self._next_status = 0.0
         self.counts = {"joint_states_received": 0, "joint_states_rejected": 0,
-                       "commands_sent": 0, "ticks": 0, "missed_deadlines": 0, "estops": 0}
+                       "commands_sent": 0, "ticks": 0, "estops": 0}
         self.last_rejection = ""
 
     @property
@@ -95,7 +95,7 @@ class Ros2Robot:
         """``rclpy`` or ``cyclonedds`` once connected."""
         return self._transport.name if self._transport is not None else "unconnected"
 
-    # ------------------------------------------------------------------ Robot interface
+    # ---------------------------------------------------------------- Backend interface
     def connect(self) -> None:
         """Join the domain, open the topics and wait for the first valid joint state.
 
@@ -133,13 +133,13 @@ class Ros2Robot:
             why = (f"; {seen} rejected, last because {self.last_rejection}" if seen else
                    "; is the arm's driver running (ros2 topic echo "
                    f"{cfg.state_topic}; for the twin: python -m mbpo_arm.sim.ros2_twin_driver)?")
-            self.disconnect()
+            self.close()
             raise TimeoutError(f"no sensor_msgs/JointState on {cfg.state_topic} (domain "
                                f"{cfg.domain_id}, via {t.name}) within "
                                f"{cfg.connect_timeout_s:g} s{why}")
         self._command = self._state.position.copy()
 
-    def disconnect(self) -> None:
+    def close(self) -> None:
         """Publish a last status (if it ever ticked) and leave the domain (the controller
         holds its last target). Idempotent."""
         if self._transport is not None:
@@ -149,24 +149,28 @@ class Ros2Robot:
         self._transport = None
         self._publish_command = self._publish_status = None
 
-    def read_state(self) -> RobotState:
-        """The newest valid joint state ``[J]`` (stamped with ``time.monotonic()`` at receipt).
+    def read(self) -> RobotState:
+        """The newest valid joint state ``[J]`` (stamped with ``time.monotonic()`` at receipt);
+        publishes the status when due.
 
         Raises:
-            RuntimeError: not connected, or the newest state is older than
-                ``state_timeout_s`` (the driver stopped publishing).
+            RuntimeError: not connected.
+            hardware.errors.RobotError: the newest state is older than ``state_timeout_s``
+                (the driver stopped publishing).
         """
         self._poll()
         if self._state is None:
-            raise RuntimeError("Ros2Robot.read_state before connect(); call connect() first")
+            raise RuntimeError("Ros2Robot.read before connect(); call connect() first")
+        if self._publish_status is not None and time.monotonic() >= self._next_status:
+            self.publish_status()
         age = time.monotonic() - self._state.stamp
         if age > self.config.state_timeout_s:
-            raise RuntimeError(f"the newest joint state on {self.config.state_topic} is "
-                               f"{age:.2f} s old (backend.state_timeout_s="
-                               f"{self.config.state_timeout_s:g}); the arm's driver stopped")
+            raise RobotError(f"the newest joint state on {self.config.state_topic} is "
+                             f"{age:.2f} s old (backend.state_timeout_s="
+                             f"{self.config.state_timeout_s:g}); the arm's driver stopped")
         return self._state
 
-    def send_command(self, position: np.ndarray) -> np.ndarray:
+    def write(self, position: np.ndarray) -> np.ndarray:
         """Publish ``[J]`` joint positions clipped to the limits; return what was sent. While
         the e-stop is latched, the held target is sent instead (and returned)."""
         command = check_command(position, self.joint_names)
@@ -176,68 +180,14 @@ class Ros2Robot:
         sent = self.limits.clip(command)
         self._publish(sent)
         self._command = sent
-        return sent.copy()
-
-    def advance(self) -> None:
-        """Sleep to the next period boundary; more than one period late drops the backlog
-        (and counts a missed deadline) rather than bursting. Publishes the status when due."""
-        now = time.monotonic()
-        if self._deadline is None:
-            self._deadline = now + self.control_period
-        elif now > self._deadline + self.control_period:
-            self.counts["missed_deadlines"] += 1
-            self._deadline = now
-        if self._deadline - now > 1e-3:  # sleep to ~1 ms before the tick, then spin: the OS
-            time.sleep(self._deadline - now - 1e-3)  # wakes sleepers up to ~1 ms late
-        while time.monotonic() < self._deadline:
-            pass
-        self.lateness.append(time.monotonic() - self._deadline)
-        self._deadline += self.control_period
         self.counts["ticks"] += 1
-        self._poll()
-        if time.monotonic() >= self._next_status:
-            self.publish_status()
-
-    def reset(self, position: np.ndarray, rng: np.random.Generator | None = None) -> RobotState:
-        """Move to ``[J]`` ``position`` (clipped) at ``reset_speed`` rad/s along a straight
-        line in joint space, then wait until every joint is within ``reset_tolerance`` (at
-        most ``reset_timeout_s``; a warning if not). ``rng`` is unused (no noise of its own).
-        While the e-stop is latched the arm does not move."""
-        del rng
-        target = self.limits.clip(np.asarray(position, dtype=np.float64))
-        if target.shape != (len(self.joint_names),):
-            raise ValueError(f"reset position has shape {target.shape}, expected "
-                             f"({len(self.joint_names)},) for joints {list(self.joint_names)}")
-        start = self.read_state().position if self._command is None else self._command
-        step = self.config.reset_speed * self.control_period
-        n = max(1, math.ceil(float(np.abs(target - start).max()) / step))
-        for k in range(1, n + 1):
-            self.send_command(start + (target - start) * (k / n))
-            self.advance()
-        end = time.monotonic() + self.config.reset_timeout_s
-        state = self.read_state()
-        while np.abs(state.position - target).max() > self.config.reset_tolerance:
-            if self.estopped or time.monotonic() > end:
-                log.warning("reset: joints %s still %.3f rad from the reset position after "
-                            "%.1f s", list(self.joint_names),
-                            float(np.abs(state.position - target).max()),
-                            self.config.reset_timeout_s)
-                break
-            self.send_command(target)
-            self.advance()
-            state = self.read_state()
-        self._deadline = None  # the episode's ticks start from here
-        return state
+        return sent.copy()
 
     # --------------------------------------------------------------------------- status
     def stats(self) -> dict[str, Any]:
-        """The node's figures: counts, tick jitter (ms), the e-stop, plus the sources'."""
-        late = np.array(self.lateness) * 1e3 if self.lateness else np.zeros(1)
+        """The node's figures: counts, the e-stop, plus the sources'."""
         out: dict[str, Any] = {**self.counts, "estopped": self.estopped,
                                "transport": self.transport_name,
-                               "tick_jitter_ms": {"p50": float(np.percentile(late, 50)),
-                                                  "p99": float(np.percentile(late, 99)),
-                                                  "max": float(late.max())},
                                "last_rejection": self.last_rejection}
         for source in self.status_sources:
             out.update(source())
@@ -260,7 +210,7 @@ class Ros2Robot:
         from mbpo_arm.hardware.ros2 import messages as msg
 
         if self._publish_command is None:
-            raise RuntimeError("Ros2Robot.send_command before connect(); call connect() first")
+            raise RuntimeError("Ros2Robot.write before connect(); call connect() first")
         if self.config.command_type == "position":
             self._publish_command(msg.Float64MultiArray(data=sent.tolist()))
         else:

@@ -30,7 +30,7 @@ def test_observation_layout(env: gym.Env) -> None:
     obs, info = env.reset(seed=0)
     assert obs.shape == (19,) and env.action_space.shape == (5,)
     layout = ReachLayout(5)
-    ee = env.unwrapped.kinematics.ee_position(env.unwrapped.robot.read_state().position)
+    ee = env.unwrapped.kinematics.ee_position(env.unwrapped.loop.state.position)
     np.testing.assert_allclose(obs[layout.ee], ee)
     np.testing.assert_allclose(obs[layout.offset], obs[layout.target] - ee)
     assert info["distance"] == pytest.approx(float(reach_distance(obs, layout)))
@@ -156,7 +156,7 @@ def test_scripted_controller_can_succeed() -> None:
     layout = inner.layout
     info = {}
     for _ in range(100):
-        q = inner.robot.read_state().position
+        q = inner.loop.state.position
         err = obs[layout.target] - obs[layout.ee]
         jac = np.zeros((3, 5))
         for j, idx in enumerate(inner._idx):

@@ -27,6 +27,6 @@ def robot_on(emulator: ServoEmulator, tmp_path: Path, **config: object) -> Seria
     """A :class:`SerialRobot` on ``emulator`` with its exact calibration (not connected)."""
     calibration = tmp_path / f"{emulator.protocol}-robot.json"
     emulator.calibration().save(calibration)
-    settings = {"control_hz": 50.0, "hold_s": 0.05, **config}
+    settings = {"hold_s": 0.05, **config}
     return SerialRobot(SerialConfig(port=emulator.port, protocol=emulator.protocol,
                                     calibration=str(calibration), **settings))

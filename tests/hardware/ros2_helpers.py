@@ -20,13 +20,14 @@ def fresh_domain() -> int:
 
 
 @contextmanager
-def twin_driver_thread(config: Ros2Config) -> Iterator[object]:
-    """The twin behind ``config``'s topics, ticking in a thread (its own DDS participant)."""
+def twin_driver_thread(config: Ros2Config, control_hz: float = 20.0) -> Iterator[object]:
+    """The twin behind ``config``'s topics, ticking at ``control_hz`` in a thread (its own DDS
+    participant: the arm's side, not the control loop's)."""
     from mbpo_arm.hardware.ros2.transport import CycloneTransport
     from mbpo_arm.sim.ros2_twin_driver import TwinDriver
 
     transport = CycloneTransport(config.domain_id)
-    driver = TwinDriver(config, transport)
+    driver = TwinDriver(config, transport, control_hz)
     stop = threading.Event()
 
     def drive() -> None:

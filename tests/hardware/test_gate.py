@@ -106,15 +106,15 @@ def test_topic_gate_releases_on_true_over_dds() -> None:
             # Volatile topics deliver once both ends have discovered each other: repeat the
             # message (as a button node would) while the control loop reads states.
             assert wait_for(gate.released,
-                            lambda: (go(m.Bool(data=True)), robot.read_state()))
+                            lambda: (go(m.Bool(data=True)), robot.read()))
             assert gate.source == "ros2:/mbpo_arm/next_episode"
             gate.arm()
             end = time.monotonic() + 0.3
             while time.monotonic() < end:  # false does not release
                 go(m.Bool(data=False))
-                robot.read_state()
+                robot.read()
                 time.sleep(0.01)
             assert not gate.released()
         finally:
-            robot.disconnect()
+            robot.close()
             operator.close()

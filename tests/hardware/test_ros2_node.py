@@ -14,7 +14,9 @@ import pytest
 
 pytest.importorskip("cyclonedds")
 
-from mbpo_arm.hardware.robot import Robot  # noqa: E402
+from mbpo_arm.envs.factory import make_loop  # noqa: E402
+from mbpo_arm.hardware.config import ShieldSettings  # noqa: E402
+from mbpo_arm.hardware.robot import Backend  # noqa: E402
 from mbpo_arm.hardware.ros2 import messages as m  # noqa: E402
 from mbpo_arm.hardware.ros2.config import Ros2Config, check_topic  # noqa: E402
 from mbpo_arm.hardware.ros2.node import Ros2Robot  # noqa: E402
@@ -90,13 +92,13 @@ def test_maps_joint_names_and_rejects_messages_missing_joints(peer: Any) -> None
     robot = Ros2Robot(cfg)
     robot.connect()
     pub.make = lambda: joint_state(["j0"], [0.0])  # now a bad one among good ones
-    assert wait_for(lambda: robot.counts["joint_states_rejected"] >= 3, robot.read_state)
-    state = robot.read_state()  # the last good state is kept
+    assert wait_for(lambda: robot.counts["joint_states_rejected"] >= 3, robot.read)
+    state = robot.read()  # the last good state is kept
     np.testing.assert_allclose(state.position, [0.0, 0.1, 0.2, 0.3, 0.4, 0.5])
-    assert state.velocity.shape == (6,) and isinstance(robot, Robot)
+    assert state.velocity.shape == (6,) and isinstance(robot, Backend)
     assert robot.counts["joint_states_received"] > robot.counts["joint_states_rejected"]
     pub.stop()
-    robot.disconnect()
+    robot.close()
 
 
 def test_commands_estop_and_status_on_the_wire(peer: Any) -> None:
@@ -118,14 +120,14 @@ def test_commands_estop_and_status_on_the_wire(peer: Any) -> None:
     a, b = np.full(6, 0.1), np.full(6, 0.2)
     # Volatile topics deliver only once both ends have discovered each other: repeat each
     # message (as the control loop does every tick) until it arrives.
-    assert robot.send_command(a).tolist() == a.tolist()
-    assert wait_for(lambda: a.tolist() in commands, lambda: (robot.send_command(a), arm.poll()))
-    assert robot.send_command(np.full(6, 99.0)).tolist() == robot.limits.upper.tolist()
+    assert robot.write(a).tolist() == a.tolist()
+    assert wait_for(lambda: a.tolist() in commands, lambda: (robot.write(a), arm.poll()))
+    assert robot.write(np.full(6, 99.0)).tolist() == robot.limits.upper.tolist()
 
-    robot.send_command(a)
-    assert wait_for(lambda: robot.estopped, lambda: (estop(m.Bool(data=True)), robot.read_state()))
+    robot.write(a)
+    assert wait_for(lambda: robot.estopped, lambda: (estop(m.Bool(data=True)), robot.read()))
     assert sources == ["ros2:/mbpo_arm/estop"]
-    assert robot.send_command(b).tolist() == a.tolist(), "an e-stop holds the last target"
+    assert robot.write(b).tolist() == a.tolist(), "an e-stop holds the last target"
     refusals: list[str] = []
 
     def refuse(source: str) -> None:
@@ -134,42 +136,38 @@ def test_commands_estop_and_status_on_the_wire(peer: Any) -> None:
 
     robot.on_estop_reset = refuse  # e.g. the shield's e-stop while its trigger file exists
     assert wait_for(lambda: bool(refusals), lambda: (release(m.Bool(data=True)),
-                                                     robot.read_state()))
-    assert robot.estopped and robot.send_command(b).tolist() == a.tolist()
+                                                     robot.read()))
+    assert robot.estopped and robot.write(b).tolist() == a.tolist()
     robot.on_estop_reset = refusals.append
     assert wait_for(lambda: not robot.estopped,
-                    lambda: (release(m.Bool(data=True)), robot.read_state()))
-    assert robot.send_command(b).tolist() == b.tolist()
-    assert wait_for(lambda: b.tolist() in commands, lambda: (robot.send_command(b), arm.poll()))
+                    lambda: (release(m.Bool(data=True)), robot.read()))
+    assert robot.write(b).tolist() == b.tolist()
+    assert wait_for(lambda: b.tolist() in commands, lambda: (robot.write(b), arm.poll()))
 
-    robot.advance()
     assert wait_for(lambda: bool(statuses), lambda: (robot.publish_status(), arm.poll()))
     status = statuses[-1]
     assert status["shield_interventions"] == 3 and status["estops"] == 1
     assert status["joint_states_received"] > 0 and status["transport"] == "cyclonedds"
     assert status["commands_sent"] >= 5 and status["ticks"] >= 1
-    assert set(status["tick_jitter_ms"]) == {"p50", "p99", "max"}
     pub.stop()
-    robot.disconnect()
+    robot.close()
 
 
 def test_trajectory_commands_move_the_twin(peer: Any) -> None:
-    """The twin driver in a thread follows one-point JointTrajectory commands; a reset moves
-    the arm slowly there and returns once every joint is within tolerance."""
+    """The twin driver in a thread follows one-point JointTrajectory commands; the control
+    loop's reset moves the arm there through the shield at the limits file's home speed."""
     domain, _ = peer
-    cfg = Ros2Config(domain_id=domain, ros_joint_names=WIRE, command_type="trajectory",
-                     control_hz=100.0, reset_speed=3.0, reset_tolerance=0.03)
-    with twin_driver_thread(cfg) as driver:
-        robot = Ros2Robot(cfg)
-        robot.connect()
-        start = robot.read_state().position
+    cfg = Ros2Config(domain_id=domain, ros_joint_names=WIRE, command_type="trajectory")
+    with twin_driver_thread(cfg, control_hz=100.0) as driver:
+        loop = make_loop("ros2", cfg, ShieldSettings(limits_file="so101"), control_hz=100.0)
+        start = loop.connect().position
         target = start + np.array([0.3, -0.2, 0.2, 0.0, 0.0, 0.0])
         t0 = time.monotonic()
-        state = robot.reset(target)
+        state = loop.reset(target)
         took = time.monotonic() - t0
-        robot.disconnect()
-    assert np.abs(state.position - target).max() < 0.03
-    assert took >= 0.3 / 3.0 * 0.9, "the reset moved faster than reset_speed"
+        loop.close()
+    assert np.abs(state.position - target).max() < 0.05
+    assert took >= 0.3 / loop.shield.config.home_speed * 0.9, "faster than home_speed"
     # Reaching the target needs the trajectories; how many the driver took depends on how the
     # two loops interleave (keep-last-1 keeps only the newest between its ticks).
     assert driver.counts["commands_received"] > 0 and driver.counts["commands_rejected"] == 0

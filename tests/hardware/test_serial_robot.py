@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 from mbpo_arm.configs.loader import load_run_config
-from mbpo_arm.envs.factory import make_env
+from mbpo_arm.envs.factory import make_env, make_loop
 from mbpo_arm.hardware.config import SerialConfig
+from mbpo_arm.hardware.loop import Pace
 from mbpo_arm.hardware.serial_bus import SYNC_WRITE, BusError, NoReplyError, PortError
 from mbpo_arm.hardware.serial_robot import SerialRobot
 from mbpo_arm.sim.servo_emulator import ServoEmulator
@@ -24,21 +25,23 @@ PROTOCOLS = ("feetech", "dynamixel")
 @pytest.fixture(params=PROTOCOLS)
 def arm(request: pytest.FixtureRequest, tmp_path: Path):  # noqa: ANN201
     with ServoEmulator(request.param) as emulator:
-        robot = robot_on(emulator, tmp_path, reset_speed=2.0)
+        robot = robot_on(emulator, tmp_path)
         robot.connect()
         try:
             yield emulator, robot
         finally:
-            robot.disconnect()
+            robot.close()
         assert emulator.unsafe == [], f"unsafe goal positions reached the servos: {emulator.unsafe}"
 
 
-def run_ticks(robot: SerialRobot, n: int) -> np.ndarray:
-    state = robot.read_state()
+def run_ticks(robot: SerialRobot, n: int, hz: float = 50.0) -> np.ndarray:
+    """``n`` ticks holding the present pose at ``hz`` (a control loop's clock, no shield)."""
+    pace = Pace(1.0 / hz)
+    state = robot.read()
     for _ in range(n):
-        robot.send_command(state.position)
-        robot.advance()
-        state = robot.read_state()
+        robot.write(state.position)
+        pace.wait()
+        state = robot.read()
     return state.position
 
 
@@ -98,7 +101,7 @@ def test_reply_later_than_the_timeout_is_an_error_then_recovers(arm) -> None:
     emulator.faults.latency = 0.2  # later than all three tries of 20 ms
     with pytest.raises(NoReplyError, match=r"servo 1 \(base_yaw\) did not reply within 20 ms"
                                            r".* after 3 tries"):
-        robot.read_state()
+        robot.read()
     emulator.faults.latency = 0.0
     time.sleep(0.3)  # the late replies arrive; the next transaction drops them
     np.testing.assert_allclose(run_ticks(robot, 2), emulator.joint_positions(), atol=0.02)
@@ -116,19 +119,19 @@ def test_servo_dropping_out_mid_run_is_named(arm) -> None:
 def test_commands_beyond_the_limits_never_reach_the_wire(arm) -> None:
     emulator, robot = arm
     for far in (10.0, -10.0):
-        sent = robot.send_command(np.full(6, far))
+        sent = robot.write(np.full(6, far))
         assert np.all(sent >= robot.limits.lower - 1e-3) and np.all(sent <= robot.limits.upper
                                                                      + 1e-3)
-        robot.advance()
+        time.sleep(0.02)
     with pytest.raises(ValueError, match="non-finite"):
-        robot.send_command(np.full(6, np.nan))
-    robot.reset(robot.home_position)
+        robot.write(np.full(6, np.nan))
+    run_ticks(robot, 3)
 
 
 def test_bytes_on_the_wire_are_the_sync_write_of_the_goal_ticks(arm) -> None:
     emulator, robot = arm
     q = robot.home_position + 0.05
-    sent = robot.send_command(q)
+    sent = robot.write(q)
     time.sleep(0.02)
     ticks = np.rint(emulator.zero + emulator.direction * q / emulator.rad_per_tick).astype(int)
     goal = robot.codec.control_table["goal_position"]
@@ -150,18 +153,25 @@ def test_position_mode_and_limit_registers_hold_the_calibrated_range(arm) -> Non
 
 
 @pytest.mark.slow
-def test_reset_moves_slowly_and_disconnect_releases_torque(arm) -> None:
-    emulator, robot = arm
-    target = robot.home_position.copy()
-    target[0] += 0.3
-    start = time.monotonic()
-    state = robot.reset(target)
-    assert time.monotonic() - start >= 0.9 * 0.3 / robot.settings.reset_speed
-    assert np.abs(state.position - target).max() < robot.settings.reset_tolerance
-    assert emulator.torque().all()
-    robot.disconnect()
-    time.sleep(0.05)
-    assert not emulator.torque().any()
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_the_reset_moves_through_the_shield_and_close_releases_torque(
+        protocol: str, tmp_path: Path) -> None:
+    with emulated_arm(tmp_path, protocol) as (emulator, overrides):
+        rc, _ = load_run_config(["backend=serial", *overrides, "runtime.control_hz=50",
+                                 "shield.limits_file=so101"])
+        loop = make_loop("serial", rc.backend, rc.shield, 50.0)
+        loop.connect()
+        target = loop.backend.home_position.copy()
+        target[0] += 0.3
+        start = time.monotonic()
+        state = loop.reset(target)
+        assert time.monotonic() - start >= 0.9 * 0.3 / loop.shield.config.home_speed
+        assert np.abs(state.position - target).max() < 0.05
+        assert emulator.torque().all() and loop.reset_timeouts == 0
+        loop.close()
+        time.sleep(0.05)
+        assert not emulator.torque().any()
+        assert emulator.unsafe == []
 
 
 @pytest.mark.slow
@@ -171,20 +181,20 @@ def test_dynamixel_bus_watchdog_stops_a_quiet_host_and_is_rearmed(tmp_path: Path
         robot.connect()
         target = robot.home_position.copy()
         target[0] = 0.8
-        robot.send_command(target)  # a fast move, then the host goes quiet
+        robot.write(target)  # a fast move, then the host goes quiet
         time.sleep(0.15)
         assert emulator._watchdog_fired[0], "the watchdog did not fire"
         stopped = emulator.joint_positions()[0]
         time.sleep(0.3)
         assert abs(emulator.joint_positions()[0] - stopped) < 0.02  # held where it stopped
         assert stopped < 0.75
-        robot.send_command(target)  # re-arms, then the goal is accepted again
+        robot.write(target)  # re-arms, then the goal is accepted again
         run = time.monotonic() + 0.6
         while time.monotonic() < run:
-            robot.send_command(target)
-            robot.advance()
-        assert abs(robot.read_state().position[0] - 0.8) < 0.03
-        robot.disconnect()
+            robot.write(target)
+            time.sleep(0.02)
+        assert abs(robot.read().position[0] - 0.8) < 0.03
+        robot.close()
         assert emulator.unsafe == []
 
 
@@ -195,10 +205,11 @@ def test_an_episode_under_a_storm_of_transient_faults_completes(protocol: str,
     """Half the ticks lose or corrupt a reply: the reach episode still runs to its time limit
     through the retries, and no goal beyond a joint's range reaches a servo."""
     with emulated_arm(tmp_path, protocol) as (emulator, overrides):
-        rc, _ = load_run_config(["backend=serial", *overrides, "backend.control_hz=100",
+        rc, _ = load_run_config(["backend=serial", *overrides, "runtime.control_hz=100",
                                  "task.max_episode_steps=60", "shield.limits_file=so101"])
-        env = make_env(rc.task, rc.backend_name, rc.backend, shield=rc.shield)
-        robot = env.unwrapped.robot
+        env = make_env(rc.task, rc.backend_name, rc.backend, shield=rc.shield,
+                       control_hz=rc.runtime.control_hz)
+        robot = env.unwrapped.loop.backend
         env.reset(seed=0)
         rng = np.random.default_rng(0)
         truncated = False

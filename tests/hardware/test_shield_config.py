@@ -10,9 +10,8 @@ import yaml
 from mbpo_arm.configs.loader import load_run_config
 from mbpo_arm.configs.schema import ConfigError
 from mbpo_arm.envs.config import ReachConfig, TaskConfig
-from mbpo_arm.envs.factory import BACKENDS, make_env, make_robot
+from mbpo_arm.envs.factory import BACKENDS, make_env, make_loop
 from mbpo_arm.hardware.config import ShieldSettings
-from mbpo_arm.hardware.shield import ShieldedRobot
 from mbpo_arm.hardware.shield_config import ShieldConfig
 from mbpo_arm.launch.build import build_policy
 from mbpo_arm.sim.config import TwinConfig
@@ -48,13 +47,13 @@ def test_inconsistent_limits_fail_with_one_line(tmp_path, changes, needle) -> No
 def test_a_workspace_that_excludes_home_fails_at_start(tmp_path) -> None:
     path = limits_file(tmp_path, workspace={"lower": [-0.3, -0.3, 0.2], "upper": [0.3, 0.3, 0.4]})
     with pytest.raises(ValueError, match="excludes the home pose"):
-        make_robot("mujoco", TwinConfig(), ShieldSettings(limits_file=path))
+        make_loop("mujoco", TwinConfig(), ShieldSettings(limits_file=path))
 
 
 def test_limits_for_other_joints_fail_at_start(tmp_path) -> None:
     path = limits_file(tmp_path, joint_names=["a", "b", "c", "d", "e", "f"])
     with pytest.raises(ValueError, match="do not match the backend's joints"):
-        make_robot("mujoco", TwinConfig(), ShieldSettings(limits_file=path))
+        make_loop("mujoco", TwinConfig(), ShieldSettings(limits_file=path))
 
 
 @pytest.fixture
@@ -67,15 +66,18 @@ def hardware_backend(monkeypatch) -> str:
 
 def test_hardware_without_limits_file_refuses_to_start(hardware_backend) -> None:
     with pytest.raises(ValueError, match="needs a limits file: set shield.limits_file"):
-        make_robot(hardware_backend, TwinConfig(), ShieldSettings(limits_file=None))
+        make_loop(hardware_backend, TwinConfig(), ShieldSettings(limits_file=None))
     with pytest.raises(ValueError, match="shield.enabled=false is not allowed"):
-        make_robot(hardware_backend, TwinConfig(), ShieldSettings(enabled=False))
+        make_loop(hardware_backend, TwinConfig(), ShieldSettings(enabled=False))
+    with pytest.raises(ValueError, match="shield.slow_reset=false is not allowed"):
+        make_loop(hardware_backend, TwinConfig(),
+                  ShieldSettings(limits_file=str(LIMITS), slow_reset=False))
 
 
-def test_hardware_with_limits_is_shielded_and_resets_slowly(hardware_backend) -> None:
-    robot = make_robot(hardware_backend, TwinConfig(), ShieldSettings(limits_file=str(LIMITS)))
-    assert isinstance(robot, ShieldedRobot) and robot.slow_reset
-    assert robot.shield.collision and robot.shield.workspace is not None
+def test_hardware_with_limits_is_shielded_and_resets_through_it(hardware_backend) -> None:
+    loop = make_loop(hardware_backend, TwinConfig(), ShieldSettings(limits_file=str(LIMITS)))
+    assert loop.shield is not None and not loop.place_resets and loop.pace is not None
+    assert loop.shield.collision and loop.shield.workspace is not None
 
 
 def test_the_cli_shields_every_env_and_reports_interventions() -> None:
@@ -83,14 +85,14 @@ def test_the_cli_shields_every_env_and_reports_interventions() -> None:
     assert rc.shield.limits_file == "so101"
     env, _ = build_policy(rc)
     try:
-        robot = env.unwrapped.robot
-        assert isinstance(robot, ShieldedRobot) and not robot.slow_reset
+        loop = env.unwrapped.loop
+        assert loop.shield is not None and loop.place_resets
         env.reset(seed=0)
         info = {}
         for _ in range(30):  # full speed into the base joint's limit
             *_, info = env.step(np.array([1.0, 0, 0, 0, 0], dtype=np.float32))
         assert "position" in info["shield"]
-        assert robot.shield.counts["position"] > 0
+        assert loop.shield.counts["position"] > 0
     finally:
         env.close()
 
@@ -104,7 +106,7 @@ def test_bad_shield_config_is_one_line() -> None:
 
 def test_disabled_shield_on_the_twin_sends_proposals_as_they_are() -> None:
     env = make_env(TaskConfig(reach=ReachConfig()), shield=ShieldSettings(enabled=False))
-    assert not isinstance(env.unwrapped.robot, ShieldedRobot)
+    assert env.unwrapped.loop.shield is None
     env.close()
 
 
@@ -134,10 +136,9 @@ def test_interventions_reach_the_run_metrics(tmp_path) -> None:
 
 
 def test_the_async_runtime_resets_slowly_unless_told_otherwise() -> None:
-    from mbpo_arm.agent.runtime.config import RuntimeConfig
-    from mbpo_arm.launch.build import paced
+    from mbpo_arm.launch.build import slow_resets
 
     rc, _ = load_run_config(["logger.wandb=disabled"])
-    assert paced(rc, RuntimeConfig(mode="async"), True).shield.slow_reset is True
+    assert slow_resets(rc).shield.slow_reset is True
     rc, _ = load_run_config(["logger.wandb=disabled", "shield.slow_reset=false"])
-    assert paced(rc, RuntimeConfig(mode="async"), True).shield.slow_reset is False
+    assert slow_resets(rc).shield.slow_reset is False

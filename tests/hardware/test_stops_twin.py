@@ -1,19 +1,26 @@
-"""The watchdog and the e-stop end to end against the real twin: motion stops within the
-configured time and stays stopped until reset; the e-stop's key (over a real
-pseudo-terminal), signal and file triggers; the slow reset through the shield."""
+"""The watchdog and the e-stop end to end in the control loop of the real twin: motion stops
+within the configured time and stays stopped until reset; the e-stop's key (over a real
+pseudo-terminal), signal and file triggers; the reset move through the shield; the stall
+monitor."""
 
 from __future__ import annotations
 
 import os
 import pty
 import signal
+import threading
 import time
 
 import numpy as np
 import pytest
 
 from mbpo_arm.hardware import estop as estop_module
+from mbpo_arm.hardware.config import WatchdogSettings
 from mbpo_arm.hardware.estop import EStop, KeyTrigger, install_signal, uninstall_signal
+from mbpo_arm.hardware.loop import ControlLoop, StallMonitor
+from mbpo_arm.hardware.shield import Shield
+from mbpo_arm.sim.config import TwinConfig
+from mbpo_arm.sim.twin import TwinRobot
 from tests.hardware.conftest import shielded_twin
 
 STOP_S = 0.5  # the arm is still (joint speeds < 0.05 rad/s) this long after a stop
@@ -27,16 +34,32 @@ def swing(k: int, home: np.ndarray) -> np.ndarray:
     return target
 
 
-def drive(robot, ticks: int, start: int = 0, send: bool = True) -> list:
-    """``ticks`` control periods of swinging proposals (or none); the states read."""
-    states = []
-    for k in range(start, start + ticks):
-        if send:
-            robot.read_state()
-            robot.send_command(swing(k, robot.home_position))
-        robot.advance()
-        states.append(robot.read_state())
-    return states
+def drive(loop: ControlLoop, ticks: int, start: int = 0) -> list:
+    """``ticks`` control periods of swinging proposals; the states read."""
+    return [loop.tick(swing(k, loop.backend.home_position)).state
+            for k in range(start, start + ticks)]
+
+
+class StallingTwin(TwinRobot):
+    """The real twin whose state reader can stall (``frozen``: ``read`` returns the last state
+    again), as a driver that stops publishing does; the physics goes on."""
+
+    frozen = False
+    _last = None
+
+    def read(self):
+        if not self.frozen or self._last is None:
+            self._last = super().read()
+        return self._last
+
+
+def stalling_loop(config, geometry, **watchdog) -> ControlLoop:
+    twin = StallingTwin(TwinConfig())
+    shield = Shield(config, twin.control_period, geometry, True, WatchdogSettings(**watchdog),
+                    EStop())
+    loop = ControlLoop(twin, shield, 20.0, place_resets=True)
+    loop.connect()
+    return loop
 
 
 def assert_stopped_within(states: list, period: float) -> np.ndarray:
@@ -50,56 +73,51 @@ def assert_stopped_within(states: list, period: float) -> np.ndarray:
 
 
 def test_estop_stops_the_arm_until_reset(so101, geometry) -> None:
-    robot = shielded_twin(so101, geometry)
-    moving = drive(robot, 30)
+    loop = shielded_twin(so101, geometry)
+    moving = drive(loop, 30)
     assert np.abs(moving[-1].velocity).max() > 0.2  # it was moving
-    robot.shield.estop.trigger("test")
-    held = drive(robot, 60, start=30)  # the policy keeps proposing motion for 3 s
-    assert_stopped_within(held, robot.control_period)
-    assert robot.last_result.reasons == ("estop",)
-    robot.reset(robot.home_position)  # a reset does not move a stopped arm
-    assert np.abs(robot.read_state().position - held[-1].position).max() < 0.005
-    robot.shield.estop.reset()
-    resumed = drive(robot, 30, start=90)
+    loop.shield.estop.trigger("test")
+    held = drive(loop, 60, start=30)  # the policy keeps proposing motion for 3 s
+    assert_stopped_within(held, loop.period)
+    assert loop.last.reasons == ("estop",)
+    loop.reset(loop.backend.home_position)  # a reset does not move a stopped arm
+    assert np.abs(loop.state.position - held[-1].position).max() < 0.005
+    loop.shield.estop.reset()
+    resumed = drive(loop, 30, start=90)
     assert np.abs(resumed[-1].position - held[-1].position).max() > 0.05
 
 
-def test_watchdog_holds_when_the_command_stream_stops(so101, geometry) -> None:
-    robot = shielded_twin(so101, geometry, command_timeout_periods=3)
-    drive(robot, 30)
-    stalled = drive(robot, 40, start=30, send=False)  # the loop ticks, no command comes
-    assert_stopped_within(stalled, robot.control_period)
-    assert robot.last_result.reasons == ("watchdog",)
-    assert robot.shield.counts["watchdog"] > 0
-    resumed = drive(robot, 30, start=70)  # commands again: the hold ends
-    assert robot.last_result.reasons != ("watchdog",)
-    assert np.abs(resumed[-1].position - stalled[-1].position).max() > 0.05
+def test_stale_state_holds_then_releases_torque(so101, geometry) -> None:
+    loop = stalling_loop(so101, geometry, state_timeout_periods=2, on_timeout="release",
+                         release_after_s=0.5)
+    before = drive(loop, 20)[-1].position
+    loop.backend.frozen = True  # the driver stops: the state gets old
+    drive(loop, 8, start=20)  # held from 2 periods on, not yet released
+    assert loop.last.reasons == ("watchdog",) and not loop.shield.released
+    drive(loop, 30, start=28)
+    assert loop.shield.released
+    assert np.all(loop.backend.model.actuator_gainprm[:, 0] == 0)  # the servos went limp
+    loop.backend.frozen = False
+    limp = drive(loop, 10, start=62)
+    assert np.abs(limp[-1].position - before).max() > 0.05  # gravity moved it
+    assert loop.last.reasons == ("watchdog",)  # still held until a reset
+    loop.reset(loop.backend.home_position)
+    assert not loop.shield.released and loop.backend.model.actuator_gainprm[0, 0] > 0
+    drive(loop, 5, start=72)
+    assert loop.last.reasons != ("watchdog",)
 
 
-def test_watchdog_releases_torque_after_holding(so101, geometry) -> None:
-    robot = shielded_twin(so101, geometry, command_timeout_periods=3, on_timeout="release",
-                          release_after_s=0.5)
-    drive(robot, 20)
-    drive(robot, 12, start=20, send=False)  # held from 0.2 s on, not yet released
-    assert not robot.shield.released
-    limp = drive(robot, 30, start=32, send=False)
-    assert robot.shield.released
-    assert np.all(robot.model.actuator_gainprm[:, 0] == 0)  # the servos went limp
-    assert np.abs(limp[-1].position - limp[0].position).max() > 0.05  # gravity moves it
-    robot.read_state()
-    robot.send_command(robot.home_position)  # still held until a reset
-    assert robot.last_result.reasons == ("watchdog",)
-    robot.reset(robot.home_position)
-    assert not robot.shield.released and robot.model.actuator_gainprm[0, 0] > 0
-
-
-def test_stale_state_holds(so101, geometry) -> None:
-    robot = shielded_twin(so101, geometry, state_timeout_periods=2)
-    drive(robot, 10)
-    for _ in range(3):  # the state reader stalls: the shield's last state gets old
-        robot.robot.advance()
-    robot.send_command(swing(13, robot.home_position))
-    assert robot.last_result.reasons == ("watchdog",) and robot.last_result.stopped
+def test_stale_state_holds_with_torque_on(so101, geometry) -> None:
+    loop = stalling_loop(so101, geometry, state_timeout_periods=2)
+    drive(loop, 10)
+    loop.backend.frozen = True
+    stale = drive(loop, 40, start=10)
+    assert loop.last.reasons == ("watchdog",) and not loop.shield.released
+    assert loop.backend.model.actuator_gainprm[0, 0] > 0
+    loop.backend.frozen = False
+    resumed = drive(loop, 30, start=50)  # fresh state: the hold ends
+    assert loop.last.reasons != ("watchdog",)
+    assert np.abs(resumed[-1].position - stale[-1].position).max() > 0.05
 
 
 def test_key_signal_and_file_trigger_the_estop(tmp_path, monkeypatch) -> None:
@@ -146,25 +164,19 @@ def test_key_reader_does_not_start_without_a_terminal(tmp_path) -> None:
         assert not KeyTrigger(EStop(), "e", not_a_tty).start()
 
 
-def test_slow_reset_moves_through_the_shield_at_home_speed(so101, geometry) -> None:
-    robot = shielded_twin(so101, geometry)
-    robot.slow_reset = True
-    start = robot.home_position + np.array([1.0, 0.3, -0.4, 0.3, 1.0, 0.2])
-    robot.robot.reset(start)
-    robot.shield.restart(robot.read_state(), robot.clock())
-    speeds = []
-    original = robot.robot.advance
-
-    def watched() -> None:
-        original()
-        speeds.append(np.abs(robot.robot.read_state().velocity).max())
-
-    robot.robot.advance = watched
-    t0 = robot.clock()
-    state = robot.reset(robot.home_position)
-    assert np.abs(state.position - robot.home_position).max() < 0.05
-    assert robot.clock() - t0 >= 1.0 / so101.home_speed  # 1 rad at home_speed, not a jump
+def test_reset_moves_through_the_shield_at_home_speed(so101, geometry) -> None:
+    loop = shielded_twin(so101, geometry, place_resets=False)
+    home = loop.backend.home_position
+    loop.backend.place(home + np.array([1.0, 0.3, -0.4, 0.3, 1.0, 0.2]))
+    loop.connect()  # the command stream restarts where the arm is
+    speeds: list[float] = []
+    loop.between = lambda: speeds.append(np.abs(loop.state.velocity).max())
+    t0 = loop.now()
+    state = loop.reset(home)
+    assert np.abs(state.position - home).max() < 0.05
+    assert loop.now() - t0 >= 1.0 / so101.home_speed  # 1 rad at home_speed, not a jump
     assert max(speeds) < 1.5 * so101.home_speed
+    assert loop.shield.counts["collision"] == 0
 
 
 def wait(predicate, timeout: float = 2.0) -> None:
@@ -174,33 +186,34 @@ def wait(predicate, timeout: float = 2.0) -> None:
         time.sleep(0.01)
 
 
-def test_watchdog_thread_holds_and_releases_when_the_loop_stalls(so101, geometry) -> None:
-    """The loop stops entirely (no advance either): the thread holds, then releases. The
-    twin runs on the wall clock here, as a hardware backend's stamps do."""
-    from mbpo_arm.hardware.config import WatchdogSettings
-    from mbpo_arm.hardware.estop import EStop
-    from mbpo_arm.hardware.shield import Shield, ShieldedRobot
-    from mbpo_arm.sim.config import TwinConfig
-    from mbpo_arm.sim.twin import TwinRobot
+def test_stall_monitor_reports_a_stalled_loop_and_never_calls_the_backend(
+        so101, geometry, capfd) -> None:
+    """The loop stops entirely for 0.4 s, then for 0.3 s: the monitor counts both, says the
+    first in one line (one line per 10 s at most), and only the loop's thread ever called the
+    twin (read, write, step), before, during and after the stalls."""
+    loop = shielded_twin(so101, geometry, control_hz=50.0)
+    callers: set[int] = set()
+    twin = loop.backend
+    for name in ("read", "write", "step"):
+        method = getattr(twin, name)
 
-    twin = TwinRobot(TwinConfig(control_hz=50.0))
-    watchdog = WatchdogSettings(command_timeout_periods=3, on_timeout="release",
-                                release_after_s=0.2)
-    shield = Shield(so101, twin.control_period, geometry, True, watchdog, EStop())
-    robot = ShieldedRobot(twin, shield, clock=time.monotonic, watchdog_thread=True)
-    robot.connect()
+        def recorded(*args, _method=method):
+            callers.add(threading.get_ident())
+            return _method(*args)
+
+        setattr(twin, name, recorded)
+    monitor = StallMonitor(loop, stall_s=0.1)
+    monitor.start()
     try:
-        for k in range(5):
-            state = twin.read_state()
-            robot._state = type(state)(state.position, state.velocity, time.monotonic())
-            robot.send_command(swing(k + 10, twin.home_position))
-            twin.advance()
-        sent = twin.data.ctrl.copy()
-        wait(lambda: shield.holding == "watchdog", timeout=2.0)  # 3 periods = 60 ms
-        hold = shield.history.command
-        np.testing.assert_allclose(twin.data.ctrl[:6], hold)
-        assert not np.allclose(hold, sent[:6])
-        wait(lambda: shield.released, timeout=2.0)
-        assert np.all(twin.model.actuator_gainprm[:, 0] == 0)
+        drive(loop, 10)
+        time.sleep(0.4)  # a hung policy
+        drive(loop, 10, start=10)
+        wait(lambda: monitor.longest_s > 0)
+        time.sleep(0.3)
+        drive(loop, 10, start=20)
+        wait(lambda: monitor.stalls == 2)
     finally:
-        robot.disconnect()
+        monitor.stop()
+    assert monitor.stalls == 2 and 0.35 < monitor.longest_s < 1.0
+    assert callers == {threading.get_ident()}
+    assert capfd.readouterr().err.count("no tick for") == 1

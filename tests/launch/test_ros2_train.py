@@ -19,6 +19,7 @@ pytest.importorskip("cyclonedds")
 from mbpo_arm.agent.logger import read_metrics  # noqa: E402
 from mbpo_arm.hardware.ros2 import messages as m  # noqa: E402
 from mbpo_arm.hardware.ros2.transport import EVENTS, CycloneTransport  # noqa: E402
+from tests.hardware.conftest import fast_limits  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 STEPS = 300
@@ -36,8 +37,7 @@ def domain_for_this_run() -> int:
 @pytest.mark.slow
 def test_agent_trains_through_ros2_topics(tmp_path: Path) -> None:
     domain = domain_for_this_run()
-    backend = [f"backend.domain_id={domain}", "backend.control_hz=100",
-               "backend.reset_speed=5.0"]
+    backend = [f"backend.domain_id={domain}", "runtime.control_hz=100"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     stats_file = tmp_path / "driver.json"
     driver = subprocess.Popen([sys.executable, "-m", "mbpo_arm.sim.ros2_twin_driver", "--stats",
@@ -50,7 +50,8 @@ def test_agent_trains_through_ros2_topics(tmp_path: Path) -> None:
     run = tmp_path / "run"
     try:
         train = subprocess.Popen([sys.executable, "-m", "mbpo_arm.launch.cli", "train",
-                                  "--backend", "ros2", *backend, *TRAIN, f"run_dir={run}"],
+                                  "--backend", "ros2", *backend, *TRAIN, f"run_dir={run}",
+                                  f"shield.limits_file={fast_limits(tmp_path)}"],
                                  cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                  stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 180

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,19 +16,21 @@ import numpy as np
 import pytest
 import torch
 
+from mbpo_arm.agent.checkpoint import latest_checkpoint, load_checkpoint
 from mbpo_arm.agent.logger import read_metrics
 from mbpo_arm.configs.loader import load_run_config
 from mbpo_arm.configs.schema import ConfigError
 from mbpo_arm.hardware.calibration import Calibration
 from mbpo_arm.launch.cli import main
 from mbpo_arm.sim.servo_emulator import ServoEmulator
+from tests.hardware.conftest import fast_limits
 from tests.hardware.emulated import emulated_arm
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICK = ["logger.wandb=disabled", "agent.sac.learning_starts=100", "agent.sac.batch_size=64",
          "agent.sac.hidden=[64,64]", "trainer.total_steps=200", "trainer.eval_every=200",
          "trainer.eval_episodes=1", "trainer.checkpoint_every=200", "trainer.log_every=100",
-         "backend.control_hz=100", "backend.reset_speed=2.0", "task.max_episode_steps=50"]
+         "runtime.control_hz=100", "task.max_episode_steps=50"]
 
 
 @pytest.fixture
@@ -48,7 +51,7 @@ def test_training_over_the_wire(robot: str, protocol: str, tmp_path: Path,
     port=...`; every goal position on the wire stays in the joints' ranges."""
     with emulated_arm(tmp_path, protocol) as (emulator, overrides):
         run = tmp_path / "run"
-        limits = [] if robot == "so101" else ["shield.limits_file=so101"]  # so101's preset has it
+        limits = [f"shield.limits_file={fast_limits(tmp_path)}"]  # so101's, with quick resets
         code = main(["train", "--backend", "serial", f"robot={robot}", f"port={emulator.port}",
                      *overrides[1:], *QUICK, *limits, f"run_dir={run}"])
         assert code == 0
@@ -140,6 +143,38 @@ def test_async_learner_never_opens_the_serial_port(tmp_path: Path) -> None:
     try:
         for env in (run.env, run.eval_env):
             assert isinstance(env.unwrapped, ArmReachEnv)
-            assert isinstance(env.unwrapped.robot.robot, TwinRobot)  # behind the shield
+            assert isinstance(env.unwrapped.loop.backend, TwinRobot)
+            assert env.unwrapped.loop.shield is not None
     finally:
         run.logger.close()
+
+
+@pytest.mark.slow
+def test_a_bus_failure_mid_run_saves_what_was_collected(tmp_path: Path, capsys,  # noqa: ANN001
+                                                        one_torch_thread: None) -> None:
+    """Every servo goes silent mid-run: the run exits 1 with one line naming the failure, the
+    checkpoint it wrote and how to resume, and the checkpoint holds every step collected, the
+    last one marked truncated (the failure cut the episode)."""
+    with emulated_arm(tmp_path, "feetech") as (emulator, overrides):
+        run = tmp_path / "run"
+        limits = [f"shield.limits_file={fast_limits(tmp_path)}"]
+
+        def fail_later() -> None:
+            while emulator.goal_writes < 6 * 300:  # a count per servo: 300 ticks
+                time.sleep(0.005)
+            emulator.faults.silent_ids = set(range(1, 7))
+
+        threading.Thread(target=fail_later, daemon=True).start()
+        code = main(["train", "--backend", "serial", "robot=so101", f"port={emulator.port}",
+                     *overrides[1:], *QUICK, *limits, f"run_dir={run}",
+                     "trainer.total_steps=1000", "trainer.checkpoint_every=1000"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1
+    line = [e for e in err if e.startswith("mbpo-arm: error:")]
+    assert len(line) == 1 and f"continue with: mbpo-arm train resume={run}" in line[0], err
+    ckpt = latest_checkpoint(run)
+    assert ckpt is not None and str(ckpt) in line[0]
+    state, buffers = load_checkpoint(ckpt)
+    steps = state["counters"]["env_steps"]
+    assert 50 <= steps < 1000 and len(buffers["replay"]) == steps
+    assert bool(buffers["replay"].all()["truncated"][-1])

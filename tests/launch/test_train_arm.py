@@ -15,6 +15,7 @@ import pytest
 
 from mbpo_arm.hardware.ros2.config import Ros2Config
 from mbpo_arm.launch import train_arm
+from tests.hardware.conftest import fast_limits
 
 ROOT = Path(__file__).resolve().parents[2]
 LAUNCH_FILE = ROOT / "launch" / "train_arm.py"
@@ -50,18 +51,22 @@ def test_topic_defaults_are_the_backend_config() -> None:
 
 def test_plans_the_processes_of_each_backend() -> None:
     twin, trainer = train_arm.plan(train_arm.parse(
-        ["backend:=mujoco", "domain_id:=9", "overrides:=backend.control_hz=50 seed=2"]))
+        ["backend:=mujoco", "domain_id:=9", "overrides:=runtime.control_hz=50 seed=2"]))
     assert twin.cmd[1:3] == ["-m", "mbpo_arm.sim.ros2_twin_driver"]
-    assert "backend.domain_id=9" in twin.cmd and "backend.control_hz=50" in twin.cmd
+    assert "backend.domain_id=9" in twin.cmd and "runtime.control_hz=50" in twin.cmd
     assert "seed=2" not in twin.cmd
     assert trainer.cmd[trainer.cmd.index("train"):][:3] == ["train", "--backend", "ros2"]
-    # overrides:= wins: its backend.control_hz replaces the argument's, never twice.
-    assert [a for a in trainer.cmd if a.startswith("backend.control_hz")] == \
-        ["backend.control_hz=50"]
+    # overrides:= wins: its runtime.control_hz replaces the argument's, never twice.
+    assert [a for a in trainer.cmd if a.startswith("runtime.control_hz")] == \
+        ["runtime.control_hz=50"]
+    # control_hz:= is the rate of a serial arm too
+    (serial,) = train_arm.plan(train_arm.parse(["backend:=serial", "control_hz:=50"]))
+    assert "runtime.control_hz=50" in serial.cmd
     (only,) = train_arm.plan(train_arm.parse(["backend:=ros2"]))
     assert "backend.domain_id=" not in " ".join(only.cmd), "empty domain_id: the environment's"
     (serial,) = train_arm.plan(train_arm.parse(["backend:=serial", "port:=/dev/ttyUSB1"]))
-    assert serial.cmd[-4:] == ["--backend", "serial", "robot=so101", "backend.port=/dev/ttyUSB1"]
+    assert serial.cmd[-5:] == ["--backend", "serial", "robot=so101", "backend.port=/dev/ttyUSB1",
+                               "runtime.control_hz=20.0"]
     with pytest.raises(ValueError, match="backend:=gazebo is unknown"):
         train_arm.plan(train_arm.parse(["backend:=gazebo"]))
     with pytest.raises(ValueError, match="'prot:=1' is not an argument.*port"):
@@ -84,8 +89,8 @@ def test_rehearsal_without_ros_trains_and_stops_the_driver(tmp_path: Path) -> No
     run = tmp_path / "run"
     overrides = ("logger.wandb=disabled agent.sac.learning_starts=20 agent.sac.batch_size=16 "
                  "agent.sac.hidden=[32,32] trainer.total_steps=60 trainer.eval_every=60 "
-                 "trainer.eval_episodes=1 task.max_episode_steps=30 backend.reset_speed=5.0 "
-                 f"run_dir={run}")
+                 "trainer.eval_episodes=1 task.max_episode_steps=30 "
+                 f"shield.limits_file={fast_limits(tmp_path)} run_dir={run}")
     domain = 1 + (os.getpid() * 7 + 57) % 200
     proc = subprocess.run([sys.executable, str(LAUNCH_FILE), "backend:=mujoco",
                            f"domain_id:={domain}", "control_hz:=100", f"overrides:={overrides}"],

@@ -28,16 +28,20 @@ HZ = 50
 
 
 def make_actor(tmp_path: Path, gate: object = None, **runtime) -> Actor:
-    """An actor on a realtime twin at ``HZ`` with slow resets, random actions throughout."""
-    env = make_env(TaskConfig(max_episode_steps=5), "mujoco",
-                   TwinConfig(control_hz=HZ, realtime=True), shield=ShieldSettings(slow_reset=True))
+    """An actor on a realtime twin at ``HZ`` with resets through the shield, random actions
+    throughout; the control loop's reset ticks run the actor's hook, as the runtime wires it."""
+    env = make_env(TaskConfig(max_episode_steps=5), "mujoco", TwinConfig(),
+                   shield=ShieldSettings(slow_reset=True), control_hz=HZ, realtime=True)
     policy = SAC(19, 5, SACConfig(hidden=(16, 16)), generator=torch.Generator().manual_seed(0))
     block = create_block(len(flatten(policy.acting_state())))
     log = ReplayLog.open(tmp_path / "replay.log", 19, 5)
     control = mp.get_context("spawn").RawArray("q", ctl.WORDS)
     cfg = RuntimeConfig(mode="async", control_hz=HZ, **runtime)
-    return Actor(env, policy, log, cfg, WeightsReader(block), control, learning_starts=10**6,
-                 seed=0, gate=gate)
+    actor = Actor(env, policy, log, cfg, WeightsReader(block), control, learning_starts=10**6,
+                  seed=0, gate=gate)
+    env.unwrapped.loop.between = actor.between_reset_ticks
+    actor.extra_stats = env.unwrapped.loop.stats
+    return actor
 
 
 @pytest.fixture
@@ -64,14 +68,13 @@ def test_weights_published_during_a_slow_reset_are_used_at_the_next_tick(actor: 
             publisher.publish(flatten(learner.acting_state()), 7)
 
     actor.start(watch)
-    robot = actor.env.unwrapped.robot
-    assert robot.between_ticks == actor.between_reset_ticks
+    loop = actor.env.unwrapped.loop
     for _ in range(4):
         actor.tick()
     watched.clear()  # the first reset's watches
     publish_at[0] = 3
-    robot.robot.reset(robot.home_position + np.array([0.4, 0.3, -0.3, 0.3, 0.4, 0.0]))
-    robot.shield.restart(robot.read_state(), robot.clock())
+    loop.backend.place(loop.backend.home_position + np.array([0.4, 0.3, -0.3, 0.3, 0.4, 0.0]))
+    loop.connect()  # the command stream restarts where the arm now is
     actor.tick()  # the episode's last step, then the slow reset (~1 s of ticks)
     assert actor.episodes == 1 and len(watched) > 20, "the reset was not a slow one"
     assert watched[2] != 7 and watched[3] == 7  # used at the reset's next tick
@@ -79,7 +82,6 @@ def test_weights_published_during_a_slow_reset_are_used_at_the_next_tick(actor: 
     summary = actor.summary()
     assert summary["reset_timeouts"] == 0 and summary["weight_latency"]["max"] < 0.5
     actor.stop()
-    assert robot.between_ticks is None
 
 
 @pytest.mark.slow
@@ -88,7 +90,7 @@ def test_a_file_gate_holds_between_episodes_without_logging(tmp_path: Path, caps
     actor = make_actor(tmp_path, FileGate(go), episode_gate="file", gate_file=str(go))
     try:
         actor.start(lambda: None)
-        robot = actor.env.unwrapped.robot
+        loop = actor.env.unwrapped.loop
         for _ in range(5):  # one episode (time limit 5), then the reset and the wait
             actor.tick()
             actor.between_ticks()
@@ -97,12 +99,12 @@ def test_a_file_gate_holds_between_episodes_without_logging(tmp_path: Path, caps
         assert "holding until the file" in capsys.readouterr().err
         held = actor.obs[:5].copy()
         WeightsPublisher(actor.reader.block).publish(flatten(actor.policy.acting_state()), 3)
-        for _ in range(20):  # 0.4 s: the command watchdog would fire after 5 silent periods
+        for _ in range(20):  # 0.4 s of holds
             actor.tick()
             actor.between_ticks()
         assert actor.steps == 5 and len(read_log(actor.log.path, 19, 5)) == 5  # no transition
         assert actor.gated_ticks == 20 and actor.reader.version == 3  # weights still polled
-        assert robot.shield.counts["watchdog"] == 0  # commands kept flowing
+        assert loop.shield.counts["watchdog"] == 0  # the state kept coming
         np.testing.assert_allclose(actor.obs[:5], held, atol=0.01)  # and the arm held still
         go.touch()
         actor.tick()

@@ -19,12 +19,12 @@ def kin() -> ArmKinematics:
 def test_matches_the_twin_after_steps(kin: ArmKinematics) -> None:
     twin = TwinRobot(TwinConfig())
     site = twin.model.site("ee_site").id
-    np.testing.assert_allclose(kin.ee_position(twin.read_state().position),
+    np.testing.assert_allclose(kin.ee_position(twin.read().position),
                                twin.data.site_xpos[site], rtol=0, atol=1e-9)
-    twin.send_command(np.array([0.7, 0.3, -0.4, 0.6, 1.0, 0.8]))
+    twin.write(np.array([0.7, 0.3, -0.4, 0.6, 1.0, 0.8]))
     for _ in range(3):
-        twin.advance()
-        q = twin.read_state().position
+        twin.step()
+        q = twin.read().position
         np.testing.assert_allclose(kin.ee_position(q), twin.data.site_xpos[site],
                                    rtol=0, atol=1e-9)
         np.testing.assert_allclose(kin.ee_position(q), twin.ee_position, rtol=0, atol=1e-9)

@@ -31,7 +31,7 @@ except ValueError as err:
     assert "front" in str(err)
 else:
     raise AssertionError("unknown camera accepted")
-twin.disconnect()
+twin.close()
 
 # The reach target, projected with the camera's pose and fovy, is the marker's green there.
 from mbpo_arm.envs.reach import TARGET_RGB, VIDEO_CAMERA, ArmReachEnv

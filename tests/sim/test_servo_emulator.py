@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from mbpo_arm.hardware.dynamixel import DynamixelCodec
+from mbpo_arm.hardware.loop import Pace
 from mbpo_arm.hardware.serial_bus import ServoBus, ServoError
 from mbpo_arm.sim.config import TwinConfig
 from mbpo_arm.sim.servo_emulator import ServoEmulator
@@ -24,22 +25,26 @@ def test_same_commands_give_the_twins_joint_trajectory(protocol: str, tmp_path: 
     (the emulator runs physics in real time, the twin in lock step)."""
     hz = 50.0
     with ServoEmulator(protocol) as emulator:
-        robot = robot_on(emulator, tmp_path, control_hz=hz)
+        robot = robot_on(emulator, tmp_path)
         robot.connect()
-        twin = TwinRobot(TwinConfig(control_hz=hz))
+        twin = TwinRobot(TwinConfig(), control_hz=hz)
+        pace = Pace(1.0 / hz)  # the wall clock of a control loop, without its shield
         home = twin.home_position
-        twin.reset(robot.reset(home).position)
+        for _ in range(int(hz)):  # the emulated arm starts at home: hold it there for 1 s
+            robot.write(home)
+            pace.wait()
+        twin.place(robot.read().position)
         n = int(1.5 * hz)
         phase = 2 * np.pi * np.arange(6) / 6
         wire, sim = [], []
         for k in range(n):
             command = home + 0.4 * np.sin(phase + 2 * np.pi * k / n) * (np.arange(6) < 5)
-            twin.send_command(robot.send_command(command))
-            robot.advance()
-            twin.advance()
-            wire.append(robot.read_state().position)
-            sim.append(twin.read_state().position)
-        robot.disconnect()
+            twin.write(robot.write(command))
+            pace.wait()
+            twin.step()
+            wire.append(robot.read().position)
+            sim.append(twin.read().position)
+        robot.close()
         assert emulator.unsafe == []
     error = np.abs(np.array(wire) - np.array(sim))
     moved = np.ptp(np.array(sim), axis=0)

@@ -1,14 +1,12 @@
-"""The twin as a Robot: tracking, clipping, determinism, clock, start-up errors."""
+"""The twin as a backend: tracking, clipping, determinism, clock, start-up errors."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
 
 from mbpo_arm.hardware.config import JOINTS
-from mbpo_arm.hardware.robot import Robot
+from mbpo_arm.hardware.robot import Backend, Simulated
 from mbpo_arm.sim.config import TwinConfig
 from mbpo_arm.sim.twin import TwinRobot
 
@@ -22,8 +20,8 @@ def robot() -> TwinRobot:
     return twin
 
 
-def test_is_a_robot_with_model_limits(robot: TwinRobot) -> None:
-    assert isinstance(robot, Robot)
+def test_is_a_simulated_backend_with_model_limits(robot: TwinRobot) -> None:
+    assert isinstance(robot, Backend) and isinstance(robot, Simulated)
     assert robot.joint_names == JOINTS
     assert robot.control_period == pytest.approx(0.05)
     assert robot.n_substeps == 25
@@ -35,26 +33,26 @@ def test_is_a_robot_with_model_limits(robot: TwinRobot) -> None:
 
 
 def test_tracks_a_commanded_pose_against_gravity(robot: TwinRobot) -> None:
-    robot.reset(robot.home_position)
-    robot.send_command(TARGET)
+    robot.place(robot.home_position)
+    robot.write(TARGET)
     for _ in range(10):  # 0.5 s
-        robot.advance()
-    state = robot.read_state()
+        robot.step()
+    state = robot.read()
     assert np.abs(state.position - TARGET).max() < 0.02
     assert np.abs(state.velocity).max() < 0.05
     assert robot.contacts_with_table() == 0
 
 
-def test_send_command_clips_and_returns_what_was_sent(robot: TwinRobot) -> None:
+def test_write_clips_and_returns_what_was_sent(robot: TwinRobot) -> None:
     wild = np.array([5.0, -5.0, 0.1, 2.0, -3.0, 9.0])
-    sent = robot.send_command(wild)
+    sent = robot.write(wild)
     expected = np.clip(wild, robot.limits.lower, robot.limits.upper)
     np.testing.assert_array_equal(sent, expected)
     np.testing.assert_array_equal(robot.data.ctrl, expected)
     with pytest.raises(ValueError, match="shoulder_pitch"):
-        robot.send_command(np.zeros(5))
+        robot.write(np.zeros(5))
     with pytest.raises(ValueError, match="non-finite"):
-        robot.send_command(np.array([0.0, np.nan, 0, 0, 0, 0]))
+        robot.write(np.array([0.0, np.nan, 0, 0, 0, 0]))
 
 
 def test_same_calls_give_bit_identical_states() -> None:
@@ -63,11 +61,11 @@ def test_same_calls_give_bit_identical_states() -> None:
     runs = []
     for _ in range(2):
         twin = TwinRobot(TwinConfig())
-        states = [twin.reset(twin.home_position)]
+        states = [twin.place(twin.home_position)]
         for c in commands:
-            twin.send_command(c)
-            twin.advance()
-            states.append(twin.read_state())
+            twin.write(c)
+            twin.step()
+            states.append(twin.read())
         runs.append(states)
     for a, b in zip(*runs, strict=True):
         assert np.array_equal(a.position, b.position)
@@ -77,28 +75,28 @@ def test_same_calls_give_bit_identical_states() -> None:
 
 def test_reset_is_reproducible_on_one_twin(robot: TwinRobot) -> None:
     def run() -> np.ndarray:
-        robot.reset(robot.home_position)
+        robot.place(robot.home_position)
         for c in (TARGET, -TARGET, TARGET):
-            robot.send_command(c)
-            robot.advance()
-        return robot.read_state().position
+            robot.write(c)
+            robot.step()
+        return robot.read().position
 
     assert np.array_equal(run(), run())
 
 
 def test_stamps_advance_by_the_control_period() -> None:
-    twin = TwinRobot(TwinConfig(control_hz=30.0))  # 33.3 ms: not a multiple of 2 ms
-    stamps = [twin.reset(twin.home_position).stamp]
+    twin = TwinRobot(TwinConfig(), control_hz=30.0)  # 33.3 ms: not a multiple of 2 ms
+    stamps = [twin.place(twin.home_position).stamp]
     for _ in range(50):
-        twin.advance()
-        stamps.append(twin.read_state().stamp)
+        twin.step()
+        stamps.append(twin.read().stamp)
     assert stamps[0] == 0.0
     np.testing.assert_allclose(np.diff(stamps), 1 / 30.0, rtol=0, atol=1e-12)
     assert twin.model.opt.timestep * twin.n_substeps == pytest.approx(1 / 30.0, abs=1e-15)
 
 
 def test_reset_clips_and_holds_the_pose(robot: TwinRobot) -> None:
-    state = robot.reset(np.array([9.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
+    state = robot.place(np.array([9.0, 0.0, 0.0, 0.0, 0.0, 0.0]))
     assert state.position[0] == robot.limits.upper[0]
     assert state.stamp == 0.0 and not state.velocity.any()
     np.testing.assert_array_equal(robot.data.ctrl, state.position)
@@ -106,20 +104,12 @@ def test_reset_clips_and_holds_the_pose(robot: TwinRobot) -> None:
 
 
 def test_contacts_with_table_counts_a_link_pressed_into_it(robot: TwinRobot) -> None:
-    assert robot.reset(robot.home_position) and robot.contacts_with_table() == 0
-    robot.send_command(np.array([0.0, 1.7, 0.5, 0.5, 0.0, 0.0]))
+    assert robot.place(robot.home_position) and robot.contacts_with_table() == 0
+    robot.write(np.array([0.0, 1.7, 0.5, 0.5, 0.0, 0.0]))
     for _ in range(10):
-        robot.advance()
+        robot.step()
     assert robot.contacts_with_table() > 0
-    assert robot.read_state().position[1] < 1.6  # the table stops the arm
-
-
-def test_realtime_paces_ticks_to_the_wall_clock() -> None:
-    twin = TwinRobot(TwinConfig(control_hz=100.0, realtime=True))
-    start = time.monotonic()
-    for _ in range(6):
-        twin.advance()
-    assert time.monotonic() - start >= 0.055
+    assert robot.read().position[1] < 1.6  # the table stops the arm
 
 
 def test_wrong_model_path_names_the_path_and_the_fix(tmp_path) -> None:
@@ -144,13 +134,15 @@ def test_missing_names_are_named_with_the_models_names() -> None:
 
 def test_config_validates_and_accepts_lists() -> None:
     cfg = TwinConfig(joint_names=list(JOINTS[:5]),
-                     actuator_names=[f"{j}_act" for j in JOINTS[:5]], control_hz=10)
+                     actuator_names=[f"{j}_act" for j in JOINTS[:5]])
     assert cfg.joint_names == JOINTS[:5] and isinstance(cfg.actuator_names, tuple)
-    twin = TwinRobot(cfg)
-    assert twin.read_state().position.shape == (5,)
+    twin = TwinRobot(cfg, control_hz=10)
+    assert twin.read().position.shape == (5,)
     assert twin.n_substeps == 50
     with pytest.raises(ValueError, match="control_hz"):
-        TwinConfig(control_hz=0)
+        TwinRobot(TwinConfig(), control_hz=0)
+    with pytest.raises(ValueError, match="timestep"):  # longer than the control period
+        TwinRobot(TwinConfig(timestep=0.2), control_hz=10)
     with pytest.raises(ValueError, match="actuator_names"):
         TwinConfig(actuator_names=("base_yaw_act",))
     with pytest.raises(ValueError, match="timestep"):
