@@ -226,3 +226,11 @@ def describe(dataset: Dataset) -> dict[str, Any]:
             "mean_reward": float(dataset.data["reward"].mean()) if len(dataset) else None,
             **{k: v for k, v in meta.extra.items() if not isinstance(v, list | dict)}}
 
+
+def episode_cut(next_obs: np.ndarray, done: np.ndarray, following_obs: np.ndarray) -> np.ndarray:
+    """Which transitions an interruption cut off, ``[N]`` bool (one bool for ``[D]`` arrays):
+    those that ended no episode (``done`` ``[N]`` false: neither terminated nor truncated) and
+    whose successor does not start where they ended (``following_obs`` ``[N, D]`` differs from
+    ``next_obs`` ``[N, D]``). Read as continuing, such a transition would join two episodes."""
+    moved = (np.asarray(next_obs) != np.asarray(following_obs)).any(axis=-1)
+    return ~np.asarray(done, dtype=bool) & moved

@@ -8,6 +8,8 @@ itself survives a power cut (the write-fsync-rename-fsync-dir recipe; see Pillai
 
 A process killed mid-write leaves an orphan ``.<name>.<pid>.<hex>.tmp`` beside the target; it
 never replaces the target and :func:`remove_stale_temporaries` clears it.
+
+:class:`RunLock` keeps a second process from writing a run directory that one already writes.
 """
 
 from __future__ import annotations
@@ -22,14 +24,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; a run directory is not locked there
+    fcntl = None
+
 import numpy as np
 from numpy.lib.npyio import NpzFile
 
+LOCK_FILE = "run.lock"
 TMP_SUFFIX = ".tmp"
 _TMP_NAME = re.compile(r"^\..+\.\d+\.[0-9a-f]{8}\.tmp$")  # what atomic_file names
 
 
-def _fsync_dir(directory: Path) -> None:
+def fsync_dir(directory: Path) -> None:
     """Persist a rename in ``directory``; a no-op where directories cannot be opened
     (Windows)."""
     try:
@@ -64,7 +72,7 @@ def atomic_file(path: str | Path) -> Iterator[BinaryIO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -120,3 +128,51 @@ def remove_stale_temporaries(directory: str | Path) -> list[Path]:
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
     return stale
+
+
+class RunLocked(RuntimeError):
+    """Another process holds the run directory's lock; the message names its pid."""
+
+
+class RunLock:
+    """An exclusive lock on a run directory (``fcntl.flock`` on ``<run_dir>/run.lock``), held
+    until :meth:`release` or this process ends, however it ends: the kernel drops a dead
+    process's lock. The file holds the holder's pid, for the message of the next one.
+
+    Children started with ``multiprocessing``'s spawn do not inherit it (their descriptors are
+    closed), so the async learner writes the run under its actor's lock and dies with it.
+    """
+
+    def __init__(self, run_dir: str | Path) -> None:
+        self.path = Path(run_dir) / LOCK_FILE
+        self.fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        """Take the lock, or raise :class:`RunLocked` at once."""
+        if fcntl is None:
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunLocked(f"{self.path.parent} is in use by process {holder} (it holds "
+                            f"{self.path}); wait for it to end or stop it, then start again"
+                            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        """Drop the lock (the file stays: removing it would race with the next holder)."""
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -3,6 +3,13 @@
 ``terminated`` and ``truncated`` are stored apart (SB3 ``ReplayBuffer`` with
 ``handle_timeout_termination``; cleanrl's ``final_observation`` fix): only ``terminated``
 stops the critic's bootstrap.
+
+Episode boundaries stay true across interruptions: a transition added on its own is the
+robot's next step; when the newest one ended no episode and the new one does not start where
+it ended (a kill, a stop or an evaluation on the one robot came between, and a new episode
+began), the newest is marked ``truncated``: its episode was cut, it reached no terminal state
+(:func:`~mbpo_arm.agent.dataset.episode_cut`, the rule the replay log's readers
+apply too). Batches (datasets, model rollouts) are stored as given.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mbpo_arm.agent.dataset import FIELDS, Dataset
+from mbpo_arm.agent.dataset import FIELDS, Dataset, episode_cut
 from mbpo_arm.agent.io import atomic_save_npz, load_npz
 from mbpo_arm.agent.types import TransitionBatch
 
@@ -93,6 +100,7 @@ class ReplayBuffer:
                           strict=True))
         arrays = {f: self._validated(f, v, lead) for f, v in fields.items()}
         if not lead:
+            self._mark_cut(arrays["obs"])
             arrays = {f: a[None] for f, a in arrays.items()}
         self._write(arrays)
 
@@ -117,6 +125,16 @@ class ReplayBuffer:
             raise ValueError(f"{field} has non-finite values (first at index {bad}); a NaN or "
                              "inf in replay silently poisons every later update")
         return value
+
+    def _mark_cut(self, obs: np.ndarray) -> None:
+        """Before one transition starting at ``obs`` is added: mark the newest ``truncated``
+        when the new one does not continue its episode (see the module docstring)."""
+        if not self._size:
+            return
+        last = (self._ptr - 1) % self._capacity
+        done = self._data["terminated"][last] | self._data["truncated"][last]
+        if episode_cut(self._data["next_obs"][last], done, obs):
+            self._data["truncated"][last] = True
 
     def truncate_last(self) -> None:
         """Mark the newest transition ``truncated``: its episode was cut off (e.g. the one

@@ -132,7 +132,8 @@ def save_run(run: Run) -> Path:
 
 def restore(run: Run, checkpoint_dir: Path | None = None) -> bool:
     """Load the newest checkpoint of ``run.run_dir`` (or ``checkpoint_dir``) into ``run``;
-    ``False`` when there is none."""
+    ``False`` when there is none. A damaged one (a file that does not match its manifest,
+    a non-finite tensor) raises :class:`~mbpo_arm.agent.checkpoint.DamagedCheckpoint`."""
     path = checkpoint_dir or latest_checkpoint(run.run_dir)
     if path is None:
         return False

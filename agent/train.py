@@ -15,18 +15,20 @@ is used here; the composition root (:mod:`mbpo_arm.launch.build`) builds the env
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mbpo_arm.agent.checkpoint import Diverged, nonfinite
 from mbpo_arm.agent.config import EnsembleConfig, TrainerConfig
 from mbpo_arm.agent.ensemble_train import ModelReport, multistep_error, train_ensemble
 from mbpo_arm.agent.math import annealed_penalty, rollout_horizon
 from mbpo_arm.agent.replay import ReplayBuffer
 from mbpo_arm.agent.rollout import branched_rollout
-from mbpo_arm.agent.run import Agent, Model, Progress, Run, evaluate_policy, save_run
+from mbpo_arm.agent.run import Agent, Counters, Model, Progress, Run, evaluate_policy, save_run
 from mbpo_arm.agent.types import TransitionBatch
 
 
@@ -67,6 +69,8 @@ def train(run: Run, stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
             save_run(run)
             return progress.last_eval
     if counters.env_steps % schedule.eval_every or not progress.last_eval:
+        if run.eval_env is run.env:  # one robot: what it collected is saved before it evaluates
+            save_run(run)
         evaluate(run)
     save_run(run)
     return progress.last_eval
@@ -133,6 +137,10 @@ def train_model(agent: Agent, run_dir: Path, step: int,
     reward = data["reward"] if model.ensemble.learn_reward else None
     report = train_ensemble(model.ensemble, data["obs"], data["action"], data["next_obs"],
                             reward, fit or model.fit, agent.rng, agent.generator)
+    bad = nonfinite(model.ensemble.state_dict())
+    if bad:
+        raise Diverged(f"training diverged at env step {step}: the model's {bad} is not "
+                       "finite after its fit")
     model.elites = report.elites
     report.multistep_mse = multistep_error(model.ensemble, model.elites, recent_episodes(data),
                                            model.mbpo.report_horizons, agent.generator,
@@ -198,6 +206,20 @@ def update_policy(agent: Agent, progress: Progress) -> None:
     for _ in range(sac.cfg.utd):
         progress.last_update = sac.update(sample_batch(agent))
         counters.updates += 1
+        check_finite(progress.last_update, counters)
+    bad = nonfinite(sac.acting_state())  # what the next action (or the actor) would use
+    if bad:
+        raise Diverged(f"training diverged at env step {counters.env_steps}: the policy's "
+                       f"{bad} is not finite after SAC update {counters.updates}")
+
+
+def check_finite(figures: dict[str, float], counters: Counters) -> None:
+    """Stop with :class:`Diverged` when an update's loss (or another figure) is NaN or
+    infinite: the run ends on its last good checkpoint instead of training on garbage."""
+    bad = next((k for k, v in figures.items() if not math.isfinite(v)), None)
+    if bad is not None:
+        raise Diverged(f"training diverged at env step {counters.env_steps}: {bad} is "
+                       f"{figures[bad]} after SAC update {counters.updates}")
 
 
 def sample_batch(agent: Agent, real_ratio: float | None = None) -> TransitionBatch:

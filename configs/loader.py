@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 from hydra import compose as hydra_compose
@@ -21,6 +21,7 @@ from mbpo_arm.configs.describe import defaults_list
 from mbpo_arm.configs.schema import (
     CONFIG_DIR,
     ConfigError,
+    ResumeOptions,
     RunConfig,
     options,
     register,
@@ -86,8 +87,15 @@ def _keys_near(key: str, overrides: list[str]) -> str:
 
 def load_run_config(overrides: list[str]) -> tuple[RunConfig, DictConfig]:
     """Compose and validate; ``resume=<run_dir>`` reloads that run's saved config and applies
-    the remaining ``key=value`` overrides to it."""
+    the remaining ``key=value`` overrides to it; ``resume.<key>=`` (:class:`ResumeOptions`)
+    says what that resume may do, for this resume only."""
     resume = next((o.split("=", 1)[1] for o in overrides if o.startswith("resume=")), None)
+    options_given = [o for o in overrides if o.startswith(("resume.", "resume_options."))]
+    overrides = [o for o in overrides if o not in options_given]
+    resume_options = parse_resume_options(options_given)
+    if options_given and not resume:
+        raise ConfigError(f"{options_given[0]} says what a resume may do; add "
+                          "resume=<run_dir>, or leave it out for a new run")
     if resume:
         saved = Path(resume) / SAVED_CONFIG
         if not saved.exists():
@@ -98,10 +106,30 @@ def load_run_config(overrides: list[str]) -> tuple[RunConfig, DictConfig]:
                             str(cfg.get("backend_name", "mujoco")))
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(rest))
         cfg.resume, cfg.run_dir = resume, resume
+        cfg.resume_options = resume_options  # never the saved run's
         backend = str(cfg.get("backend_name", "mujoco"))
     else:
         cfg, backend = compose(overrides)
     return validate(cfg, backend), cfg
+
+
+def parse_resume_options(overrides: list[str]) -> dict[str, bool]:
+    """``resume.fallback=true`` and the like as the fields of :class:`ResumeOptions`;
+    :class:`ConfigError` for another key or a value other than true or false."""
+    names = [f.name for f in fields(ResumeOptions)]
+    out = {name: getattr(ResumeOptions(), name) for name in names}
+    for o in overrides:
+        key, _, value = o.partition("=")
+        if key.startswith("resume_options."):
+            raise ConfigError(f"{key}: write resume.{key.split('.', 1)[1]}={value}")
+        name = key.removeprefix("resume.")
+        if name not in names:
+            raise ConfigError(f"{key} is not a config key; keys under resume: "
+                              f"{', '.join(names)}")
+        if value.lower() not in ("true", "false"):
+            raise ConfigError(f"{key}={value} is not allowed; give true or false")
+        out[name] = value.lower() == "true"
+    return out
 
 
 def _keep_groups(resume: str, overrides: list[str], backend: str) -> list[str]:

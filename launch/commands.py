@@ -13,13 +13,23 @@ import imageio.v3 as iio
 import numpy as np
 import torch
 
-from mbpo_arm.agent.checkpoint import latest_checkpoint, load_checkpoint
+from mbpo_arm.agent.checkpoint import (
+    CheckpointError,
+    DamagedCheckpoint,
+    Diverged,
+    latest_checkpoint,
+    load_checkpoint,
+    set_aside_damaged,
+    verify_latest,
+)
+from mbpo_arm.agent.io import RunLock, RunLocked
 from mbpo_arm.agent.logger import plot_learning_curve, read_metrics
-from mbpo_arm.agent.run import evaluate_policy, restore
+from mbpo_arm.agent.run import evaluate_policy, restore, save_run
 from mbpo_arm.agent.runtime.supervisor import STATS_FILE
 from mbpo_arm.agent.train import train as train_loop
 from mbpo_arm.configs.loader import SAVED_CONFIG, load_run_config, save_config
 from mbpo_arm.configs.schema import ConfigError, RunConfig
+from mbpo_arm.hardware.errors import RobotError
 from mbpo_arm.hardware.serial_bus import BusError
 from mbpo_arm.hardware.serial_robot import calibrate_arm
 from mbpo_arm.launch.build import (
@@ -39,11 +49,53 @@ from mbpo_arm.launch.video import CaptionedVideo, hold_episode_ends, write_gif
 def train(overrides: list[str]) -> dict[str, Any]:
     """``mbpo-arm train``: build everything from the config and run the training loop. A
     first Ctrl-C (or SIGTERM) ends it after the current step with a checkpoint and the line
-    to continue; a second Ctrl-C aborts at once."""
+    to continue; a second Ctrl-C aborts at once. One process at a time writes a run
+    directory (its ``run.lock``); a resume starts from a verified checkpoint."""
     rc, _ = load_run_config(overrides)
     rc = checked(rc)
     run_dir = Path(rc.run_dir or default_run_dir(rc))
     run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = RunLock(run_dir).acquire()
+    except RunLocked as err:
+        raise ConfigError(str(err)) from None
+    try:
+        if rc.resume:
+            check_resume(run_dir, rc.resume_options.fallback)
+        return train_run(rc, run_dir)
+    except Diverged as err:  # mid-run: the last good checkpoint stays
+        last = latest_checkpoint(run_dir)
+        where = (f"the last good checkpoint is {last} (mbpo-arm train resume={run_dir} "
+                 "continues from it)" if last else "no checkpoint was saved")
+        print(f"mbpo-arm: error: {err}; {where}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    except CheckpointError as err:  # mid-run (a restarted learner's, a stray writer's)
+        print(f"mbpo-arm: error: {err}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    finally:
+        lock.release()
+
+
+def check_resume(run_dir: Path, fallback: bool) -> None:
+    """The newest checkpoint of a resumed run, verified: damaged, a one-line error naming
+    the newest intact one; with ``resume.fallback=true``, the damaged ones set aside and the
+    run goes on from the intact one, saying so."""
+    try:
+        verify_latest(run_dir)
+    except DamagedCheckpoint as err:
+        if err.intact is None:
+            raise ConfigError(f"{err}: start a new run") from None
+        if not fallback:
+            raise ConfigError(f"{err}: `mbpo-arm train resume={run_dir} resume.fallback=true` "
+                              "continues from it") from None
+        moved = set_aside_damaged(err)
+        print(f"resume: checkpoint {err.path.name} is damaged ({err.reason}); set aside as "
+              f"{', '.join(p.name for p in moved) or 'nothing'}; continuing from "
+              f"{err.intact.name}, the newest intact checkpoint", file=sys.stderr, flush=True)
+
+
+def train_run(rc: RunConfig, run_dir: Path) -> dict[str, Any]:
+    """The run of :func:`train`, in its locked run directory."""
     if not rc.resume:
         save_config(rc, run_dir)
     rc = finetune_config(rc)
@@ -66,7 +118,14 @@ def train(overrides: list[str]) -> dict[str, Any]:
         if rc.resume and finished(run_dir, counters.env_steps, rc.trainer.total_steps):
             return {}
         with GracefulStop() as stop:
-            final = train_loop(run, stop=lambda: stop.signum is not None)
+            try:
+                final = train_loop(run, stop=lambda: stop.signum is not None)
+            except RobotError as err:  # the bus or the driver failed mid-run: keep the data
+                run.agent.replay.truncate_last()  # the episode was cut by the failure
+                saved = save_run(run)
+                raise RobotError(f"{err}; the {counters.env_steps} steps collected are in "
+                                 f"{saved}; continue with: mbpo-arm train resume={run_dir}"
+                                 ) from err
     finally:
         run.logger.close()
         run.env.close()
@@ -163,7 +222,8 @@ def evaluate(run_dir: Path, episodes: int, as_json: bool, video: Path | None,
         raise ConfigError(f"{run_dir} has no checkpoint; train first")
     with start_up_errors():
         env, sac = build_policy(rc, render=video is not None)
-    state, _ = load_checkpoint(ckpt, buffer_names=(), map_location=sac.device)
+    with start_up_errors():  # a damaged checkpoint: one line naming the newest intact one
+        state, _ = load_checkpoint(ckpt, buffer_names=(), map_location=sac.device)
     sac.load_state_dict(state["sac"])
     if video is not None:
         env = CaptionedVideo(env, episodes)

@@ -2,9 +2,10 @@
 supervisor (:mod:`mbpo_arm.agent.runtime`). :func:`run_async` is what ``mbpo-arm train
 runtime=async`` calls.
 
-The actor's twin runs with ``realtime: true`` (its ``advance()`` returns at the wall-clock
-tick) at ``runtime.control_hz``; the learner's copy of the env, used only for its spaces and
-the model's task functions, runs unpaced.
+The actor's control loop ticks at ``runtime.control_hz`` on the wall clock (the twin in real
+time with ``runtime.pacing=robot``; hardware always); the learner's copy of the env, used only
+for its spaces and the model's task functions, runs unpaced. Between the ticks of a reset move
+the loop runs the actor's weights poll and the supervisor's watch.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from typing import Any
 
 import gymnasium as gym
 
-from mbpo_arm.agent.checkpoint import latest_checkpoint
+from mbpo_arm.agent.checkpoint import latest_checkpoint, step_of
 from mbpo_arm.agent.runtime.actor import Actor
 from mbpo_arm.agent.runtime.config import RuntimeConfig
 from mbpo_arm.agent.runtime.control import UPDATES, make_control
-from mbpo_arm.agent.runtime.replay_log import ReplayLog
+from mbpo_arm.agent.runtime.replay_log import LogDamageError, ReplayLog
 from mbpo_arm.agent.runtime.supervisor import Supervisor
 from mbpo_arm.agent.runtime.weights import WeightsReader, create_block, flatten
 from mbpo_arm.configs.schema import ConfigError, RunConfig
@@ -32,7 +33,7 @@ from mbpo_arm.launch.build import (
     build_learner_run,
     build_policy,
     load_policy,
-    paced,
+    slow_resets,
     torch_threads,
 )
 
@@ -45,11 +46,14 @@ def run_async(rc: RunConfig, run_dir: Path) -> dict[str, Any]:
     runtime = rc.runtime
     if not rc.task.id.startswith("ArmReach") and runtime.pacing == "robot":
         runtime = dataclasses.replace(runtime, pacing="actor")  # gym tasks do not wait
+    if rc.backend_name != "mujoco" and runtime.pacing == "actor":
+        raise ConfigError(f"runtime.pacing=actor is for the twin; backend={rc.backend_name}'s "
+                          "control loop keeps the clock: use runtime.pacing=robot")
     run_dir = Path(run_dir)
     ctx = mp.get_context("spawn")
-    actor_rc = dataclasses.replace(paced(rc, runtime, runtime.pacing == "robot"), device="cpu")
+    actor_rc = dataclasses.replace(slow_resets(rc), device="cpu")
     check_gate(runtime, rc)  # before a port opens
-    env, policy = build_policy(actor_rc)
+    env, policy = build_policy(actor_rc, realtime=runtime.pacing == "robot")
     try:
         gate = make_episode_gate(runtime, env)
     except Exception:
@@ -58,14 +62,18 @@ def run_async(rc: RunConfig, run_dir: Path) -> dict[str, Any]:
     if rc.init_from:  # act with the pretrained policy (and its normalizer) from the first tick
         load_policy(policy, rc.init_from)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    log = open_log(run_dir, obs_dim, act_dim, runtime)
+    log = open_log(run_dir, obs_dim, act_dim, runtime, rc.resume_options.accept_log_damage)
     block = create_block(len(flatten(policy.acting_state())))
     try:
         actor = Actor(env, policy, log, runtime, WeightsReader(block), make_control(ctx),
                       rc.agent.sac.learning_starts, rc.seed, gate=gate)
         attach_status(env, lambda: (actor.steps, int(actor.control[UPDATES])),
                       rc.agent.sac.learning_starts)
-        make_run = partial(build_learner_run, paced(rc, runtime, False), str(run_dir))
+        loop = getattr(env.unwrapped, "loop", None)
+        if loop is not None:  # a reset move's ticks are the actor's ticks too
+            loop.between = actor.between_reset_ticks
+            actor.extra_stats = loop.stats
+        make_run = partial(build_learner_run, slow_resets(rc), str(run_dir))
         supervisor = Supervisor(actor, runtime, make_run, run_dir, block.name, ctx,
                                 threads=torch_threads(rc))
         return supervisor.run(rc.trainer.total_steps)
@@ -100,20 +108,23 @@ def make_episode_gate(runtime: RuntimeConfig, env: gym.Env) -> Any:
     start-up errors as :class:`ConfigError`."""
     try:
         return make_gate(runtime.episode_gate, runtime.gate_file,
-                         getattr(env.unwrapped, "robot", None))
+                         env.unwrapped.loop.backend if hasattr(env.unwrapped, "loop") else None)
     except (RuntimeError, ValueError) as err:
         raise ConfigError(str(err)) from None
 
 
-def open_log(run_dir: Path, obs_dim: int, act_dim: int, runtime: RuntimeConfig) -> ReplayLog:
-    """The run's replay log; a new one starts at the newest checkpoint's step (a run that
-    switches from the sync loop), an old one must reach at least that step."""
+def open_log(run_dir: Path, obs_dim: int, act_dim: int, runtime: RuntimeConfig,
+             accept_log_damage: bool = False) -> ReplayLog:
+    """The run's replay log, checked against the newest checkpoint (which
+    :func:`~launch.commands.check_resume` verified): a new log starts at its step (a run that
+    switches from the sync loop); damage the checkpoint holds is reported and kept as it is;
+    damage after it is refused in one line unless ``resume.accept_log_damage=true``."""
     ckpt = latest_checkpoint(run_dir)
-    ckpt_steps = int(ckpt.name.removeprefix("step_")) if ckpt is not None else 0
-    log = ReplayLog.open(run_dir / LOG_FILE, obs_dim, act_dim, runtime.fsync_every_records,
-                         runtime.fsync_every_s, first_seq=ckpt_steps)
-    if log.next_seq < ckpt_steps:
-        log.close()
-        raise ConfigError(f"{log.path} ends at transition {log.next_seq} but the newest "
-                          f"checkpoint {ckpt} is at step {ckpt_steps}; the log was replaced")
-    return log
+    ckpt_steps = step_of(ckpt) if ckpt is not None else 0
+    try:
+        return ReplayLog.open(run_dir / LOG_FILE, obs_dim, act_dim,
+                              runtime.fsync_every_records, runtime.fsync_every_s,
+                              first_seq=ckpt_steps, checkpoint_step=ckpt_steps,
+                              accept_log_damage=accept_log_damage)
+    except LogDamageError as err:
+        raise ConfigError(str(err)) from None

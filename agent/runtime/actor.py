@@ -1,15 +1,19 @@
 """The fixed-rate actor: one env step per tick, the transition to the log, then to the learner.
 
 A tick: choose the action for the latest observation (random before ``learning_starts``, the
-policy on the CPU after, zeros while holding), ``env.step`` it (read state -> shield -> send ->
-``robot.advance()``, which returns at the wall-clock tick when the robot paces), append the
+policy on the CPU after, zeros while holding), ``env.step`` it (one tick of the env's control
+loop: shield -> write -> wait for the wall-clock tick -> read), append the
 transition with the *executed* action to the :class:`~agent.runtime.replay_log.ReplayLog`
 (memory only: the log's writer thread writes it, then puts it on the learner's queue with
 ``put_nowait``, so the learner never sees what the log lacks; when the queue is full or the
 learner gone, the log still has it and the learner reads it from there). Between ticks: poll
-for new weights, and collect young garbage while there is slack. A slow reset through the
-shield (a move of ~1-2 s) is ticks too: between them the actor polls weights and runs the
-supervisor's watch, through the shielded robot's ``between_ticks`` hook.
+for new weights, and collect young garbage while there is slack. A reset move through the
+shield (~1-2 s) is ticks too: between them the actor polls weights and runs the supervisor's
+watch (the composition root hands :meth:`Actor.between_reset_ticks` to the control loop).
+
+A run that stopped mid-episode (a kill, a stop) starts a new episode when it resumes: the
+log's readers and the replay buffer mark the last transition before it ``truncated``, so no
+transition joins the two (see :mod:`~agent.runtime.replay_log`).
 
 With an episode gate (``runtime.episode_gate``; :mod:`hardware.gate` builds it) the reset at
 an episode's end is followed by a wait: every tick holds position (``env.unwrapped.hold()``:
@@ -159,6 +163,7 @@ class Actor:
         self._between: Callable[[], None] | None = None
         self._t_start = self._t_stop = 0.0
         self.scheduling: dict[str, Any] = {}  # priority and CPUs applied at start
+        self.extra_stats: Callable[[], dict[str, Any]] = dict  # the env's control loop's
         self._restore_scheduling: Callable[[], Any] = lambda: None
 
     @property
@@ -178,10 +183,11 @@ class Actor:
         self._restore_scheduling = lambda: (lower(), unpin())
         self.scheduling = {"priority": applied, "actor_cpus": self.runtime.actor_cpus}
         self._between = between
-        robot = self._shielded_robot()
-        if robot is not None:
-            robot.between_ticks = self.between_reset_ticks
         self.poll_weights()
+        if self.log.open_episode:  # the run stopped mid-episode; readers mark it cut there
+            self.console.say(f"actor: the run stopped mid-episode at transition "
+                             f"{self.log.check.end - 1}; that episode counts as cut there "
+                             "(truncated) and a new one starts")
         self._reset(seed=self.seed)
         gc.collect()
         gc.freeze()  # start-up objects leave the generations the collector scans
@@ -192,9 +198,6 @@ class Actor:
         """Holding position: no new command is sent (position servos keep the last target;
         the twin does not move without ``advance``); the log is synced."""
         self._t_stop = time.perf_counter()
-        robot = self._shielded_robot()
-        if robot is not None:
-            robot.between_ticks = None
         if self.gate is not None:
             self.gate.close()
         self.log.sync()
@@ -321,12 +324,6 @@ class Actor:
             self.console.say(f"actor: released by {self.gate.source} after {waited:.1f} s; "
                              f"episode {self.episodes + 1} starts")
 
-    def _shielded_robot(self) -> Any:
-        """The env's robot when it is a shielded one (has a ``between_ticks`` hook), else
-        None (a gymnasium task, an unshielded twin)."""
-        robot = getattr(self.env.unwrapped, "robot", None)
-        return robot if robot is not None and hasattr(robot, "reset_timeouts") else None
-
     # ------------------------------------------------------------------------ figures
     def summary(self) -> dict[str, Any]:
         """Tick, jitter, weights and queue figures of this process (seconds)."""
@@ -344,7 +341,7 @@ class Actor:
                 "versions_applied": self.versions_applied,
                 "torn_weight_reads": self.reader.torn_reads, "target_period": s.period,
                 "shield": dict(self.shield_counts),
-                "reset_timeouts": getattr(self._shielded_robot(), "reset_timeouts", 0),
+                "reset_timeouts": self.extra_stats().get("reset_timeouts", 0),
                 "gate_waits": self.gate_waits, "gated_ticks": self.gated_ticks,
                 "gated_s": self.gated_s}
 

@@ -16,19 +16,34 @@ it tells the supervisor (``REACHED``), which ends the run.
 Start-up: restore the newest checkpoint, then re-add every logged transition newer than it,
 so a restart loses nothing. Shutdown: when the supervisor sets ``STOP_AT`` to the actor's
 count, ingest up to it, checkpoint, exit.
+
+It dies with its actor, however the actor dies (``kill -9`` included): the kernel kills it
+when its parent ends (Linux ``PR_SET_PDEATHSIG``), and everywhere a thread watches the pipe
+that ``multiprocessing`` keeps open from the parent and exits when it closes. A learner left
+running would go on writing the run's metrics and checkpoints beside the next one.
+Training that diverges (a NaN loss or weight) or a damaged checkpoint ends it with
+:data:`FATAL_EXIT`, its one line sent to the supervisor, which ends the run instead of
+restarting it; the last good checkpoint stays.
 """
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
+import os
 import queue as queue_mod
 import signal
+import sys
+import threading
 import time
 from collections.abc import Callable
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mbpo_arm.agent.checkpoint import CheckpointError, Diverged
 from mbpo_arm.agent.run import Run, restore, save_run
 from mbpo_arm.agent.runtime import control as ctl
 from mbpo_arm.agent.runtime.config import RuntimeConfig
@@ -47,6 +62,9 @@ from mbpo_arm.agent.train import (
 )
 
 LOG_FALLBACK_S = 0.2  # read from the log when the queue has been silent this long
+FATAL_EXIT = 3  # the learner's exit status when it cannot go on: not restarted
+ORPHANED_EXIT = 4  # ... when its actor died first
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 class Learner:
@@ -87,8 +105,12 @@ class Learner:
         added, progress = 0, self.progress
         if self.model_blocks():  # the model trains first, on the data up to its step
             return 0
+        missing = set(records.missing.tolist())  # lost to damage (resume.accept_log_damage)
         for i in range(len(records)):
-            if int(records.seq[i]) != self.next_seq:
+            seq = int(records.seq[i])
+            while self.next_seq < seq and self.next_seq in missing:
+                self.counters.env_steps += 1  # a step the log lost: counted, not replayed
+            if seq != self.next_seq:
                 continue
             done = bool(records.terminated[i] or records.truncated[i])
             self.agent.replay.add(records.obs[i], records.action[i], float(records.reward[i]),
@@ -290,27 +312,62 @@ class Learner:
 
 
 def learner_main(make_run: Callable[[], Run], runtime: RuntimeConfig, threads: int,
-                 log_path: str, weights_name: str, q: Any, control: Any) -> None:
+                 log_path: str, weights_name: str, q: Any, control: Any,
+                 report: Any = None, pdeathsig: bool = True) -> None:
     """The learner process's target (spawn): build, restore, catch up, loop, checkpoint.
 
     SIGINT and SIGTERM are ignored: the supervisor decides when this process stops (a Ctrl-C
     reaches the whole process group, and the final checkpoint must come after the actor's
-    last transition).
+    last transition). ``report``: the sending end of a pipe for ``(kind, line)`` of a
+    divergence or a damaged checkpoint;
+    ``pdeathsig``: the parent started this process from its main thread, whose end (Linux
+    ties the signal to the thread) is the parent's end.
     """
+    die_with_parent(pdeathsig)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     torch.set_num_threads(threads)  # before any torch work starts its thread pool
     pin(runtime.learner_cpus)
     run = make_run()
-    restore(run)
-    control[ctl.CHECKPOINT_STEP] = run.progress.counters.env_steps
-    block = attach_block(weights_name)
-    learner = Learner(run, runtime, Path(log_path), WeightsPublisher(block), q, control)
-    learner.from_log(int(control[ctl.ACTOR_STEPS]))
-    learner.publish(force=True)
-    control[ctl.READY] = 1
+    block = None
     try:
+        restore(run)
+        control[ctl.CHECKPOINT_STEP] = run.progress.counters.env_steps
+        block = attach_block(weights_name)
+        learner = Learner(run, runtime, Path(log_path), WeightsPublisher(block), q, control)
+        learner.from_log(int(control[ctl.ACTOR_STEPS]))
+        learner.publish(force=True)
+        control[ctl.READY] = 1
         learner.loop()
+    except (Diverged, CheckpointError) as err:
+        kind = type(err).__name__
+        run.logger.log({"env_steps": run.progress.counters.env_steps, "learner_error": kind,
+                        "message": str(err)})
+        if report is not None:
+            report.send((kind, str(err)))
+        raise SystemExit(FATAL_EXIT) from None
     finally:
         run.logger.close()
-        block.close()
+        if block is not None:
+            block.close()
+
+
+def die_with_parent(pdeathsig: bool = True) -> None:
+    """End this process when the process that started it ends: ``PR_SET_PDEATHSIG`` (Linux;
+    SIGKILL the moment the parent's thread ends) and a thread that exits at once when the
+    parent's end of ``multiprocessing``'s sentinel pipe closes (any platform)."""
+    if pdeathsig and sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    if not parent.is_alive():  # it died before the signal was asked for
+        os._exit(ORPHANED_EXIT)
+    threading.Thread(target=_exit_when_closed, args=(parent.sentinel,), daemon=True,
+                     name="mbpo-parent-watch").start()
+
+
+def _exit_when_closed(sentinel: Any) -> None:
+    wait([sentinel])
+    os._exit(ORPHANED_EXIT)  # no cleanup: anything more it wrote would land in the next run

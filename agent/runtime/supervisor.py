@@ -8,6 +8,12 @@ a process killed inside ``Queue.get`` would leave the old queue's lock held fore
 
 SIGINT / SIGTERM: the actor stops sending commands (holding position), syncs the log, the
 learner ingests up to the actor's last transition and checkpoints, everything exits 0.
+
+A learner that cannot go on (training diverged, a damaged checkpoint: exit status
+:data:`~mbpo_arm.agent.runtime.learner.FATAL_EXIT`) is not restarted: the actor stops and
+:meth:`Supervisor.run` raises the learner's error after the figures are written. The learner
+dies with this process whatever kills it (see :func:`~mbpo_arm.agent.runtime.learner.
+die_with_parent`).
 """
 
 from __future__ import annotations
@@ -15,17 +21,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import signal
+import threading
 import time
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
+from mbpo_arm.agent.checkpoint import CheckpointError, Diverged
 from mbpo_arm.agent.io import atomic_save_npz, atomic_write_text
 from mbpo_arm.agent.runtime import control as ctl
 from mbpo_arm.agent.runtime.actor import Actor, run_actor
 from mbpo_arm.agent.runtime.config import RuntimeConfig
-from mbpo_arm.agent.runtime.learner import learner_main
+from mbpo_arm.agent.runtime.learner import FATAL_EXIT, learner_main
 from mbpo_arm.agent.runtime.priority import other_cpus
 from mbpo_arm.agent.runtime.replay_log import read_log
 
@@ -59,6 +67,8 @@ class Supervisor:
         self.learner_events: list[tuple[str, int]] = []  # (death | restart, actor tick)
         self.died_at: float | None = None
         self.learner_exitcodes: list[int | None] = []
+        self.failure: tuple[str, str] | None = None  # (kind, line) of a learner that gave up
+        self.reports: Any = None  # the receiving end of the learner's failure pipe
 
     # -------------------------------------------------------------------- the learner
     def start_learner(self) -> None:
@@ -66,11 +76,14 @@ class Supervisor:
         self._drop_queue()
         self.queue = self.ctx.Queue(self.runtime.queue_size)
         self.control[ctl.READY] = 0
+        self.reports, send = self.ctx.Pipe(duplex=False)
+        main = threading.current_thread() is threading.main_thread()  # see die_with_parent
         self.proc = self.ctx.Process(
             target=learner_main, name="mbpo-learner", daemon=True,
             args=(self.make_run, self.runtime, self.threads, str(self.actor.log.path),
-                  self.weights_name, self.queue, self.control))
+                  self.weights_name, self.queue, self.control, send, main))
         self.proc.start()
+        send.close()  # the child has its copy
         atomic_write_text(self.run_dir / PID_FILE, str(self.proc.pid))
         self.actor.queue = self.queue
         self.died_at = None
@@ -91,7 +104,10 @@ class Supervisor:
             self.died_at = time.monotonic()
             self.actor.hold = self.runtime.on_learner_death == "hold"
             self._drop_queue()
-        if (self.died_at is not None and self.restarts < self.runtime.max_restarts
+            if self.proc.exitcode == FATAL_EXIT:
+                self._gave_up()
+        if (self.died_at is not None and self.failure is None
+                and self.restarts < self.runtime.max_restarts
                 and time.monotonic() - self.died_at >= self.runtime.restart_delay_s):
             self.restarts += 1
             self.learner_events.append(("restart", self.actor.ticks))
@@ -116,7 +132,18 @@ class Supervisor:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             self._drop_queue()
-        return self.report(clean)
+        stats = self.report(clean)
+        if self.failure is not None:
+            kind, line = self.failure
+            raise (Diverged if kind == "Diverged" else CheckpointError)(line)
+        return stats
+
+    def _gave_up(self) -> None:
+        """The learner exited with its error: stop the run, no restart."""
+        line = ("CheckpointError", "the learner stopped without saying why")
+        if self.reports.poll():
+            line = self.reports.recv()
+        self.failure, self.stopping = line, True
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         del frame
@@ -126,11 +153,16 @@ class Supervisor:
     def stop_learner(self) -> bool:
         """Ask the learner to ingest everything and checkpoint; restart it for that if it is
         dead. ``True`` when the final checkpoint holds every logged transition."""
+        if self.failure is not None:
+            return False  # its last good checkpoint stays; the log holds every transition
         target = self.actor.steps
         self.control[ctl.STOP_AT] = target
         deadline = time.monotonic() + self.runtime.stop_timeout_s
         while time.monotonic() < deadline:
             if self.proc is None or not self.proc.is_alive():
+                if self.proc is not None and self.proc.exitcode == FATAL_EXIT:
+                    self._gave_up()
+                    return False
                 if self.proc is not None and self.proc.exitcode == 0 \
                         and int(self.control[ctl.CHECKPOINT_STEP]) >= target:
                     return True
@@ -157,6 +189,7 @@ class Supervisor:
                  "learner_deaths": self.deaths, "learner_restarts": self.restarts,
                  "learner_events": self.learner_events,
                  "learner_exitcodes": self.learner_exitcodes, "clean_stop": clean,
+                 "learner_error": self.failure[1] if self.failure else None,
                  "signal": getattr(self, "signal", None)}
         atomic_write_text(self.run_dir / STATS_FILE, json.dumps(stats, indent=1))
         atomic_save_npz(self.run_dir / TICKS_FILE, **self.actor.series())

@@ -1,5 +1,5 @@
-"""The replay log: round trip, torn tails ignored and cut, another size refused, and a
-SIGKILL mid-append leaves only complete records."""
+"""The replay log: round trip, torn tails ignored and moved aside, another size refused, and
+a SIGKILL mid-append leaves only complete records (more faults: test_faults_log.py)."""
 
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def test_a_log_can_start_at_a_later_step(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("damage", ["partial", "bad_crc"])
-def test_torn_tail_is_ignored_then_cut_before_appending(tmp_path: Path, damage: str) -> None:
+def test_torn_tail_is_ignored_then_moved_aside_before_appending(tmp_path: Path,
+                                                                damage: str) -> None:
     path = tmp_path / "r.log"
     log = ReplayLog.open(path, OBS, ACT)
     append_n(log, 8)
@@ -72,13 +73,17 @@ def test_torn_tail_is_ignored_then_cut_before_appending(tmp_path: Path, damage: 
         else:  # the last record's bytes changed after its CRC was computed
             f.seek(HEADER.size + 7 * size + 12)
             f.write(b"\xff\xff")
+    before = path.read_bytes()
     records = read_log(path, OBS, ACT)
     assert len(records) == (8 if damage == "partial" else 7) and records.torn_bytes > 0
-    log = ReplayLog.open(path, OBS, ACT)
-    assert log.next_seq == len(records)
+    assert path.read_bytes() == before  # a reader never changes the file
+    log = ReplayLog.open(path, OBS, ACT, checkpoint_step=9)  # the checkpoint holds the torn one
+    assert log.next_seq == 9
     append_n(log, 3)
     log.close()
-    check_contents(path, len(records) + 3)
+    assert (tmp_path / "r.log.torn").read_bytes() == before[HEADER.size + len(records) * size:]
+    kept = read_log(path, OBS, ACT)
+    assert kept.seq.tolist() == [*range(len(records)), 9, 10, 11] and kept.torn_bytes == 0
 
 
 def test_a_log_of_another_size_is_refused(tmp_path: Path) -> None:
