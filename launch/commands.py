@@ -42,7 +42,7 @@ from mbpo_arm.launch.build import (
     start_up_errors,
     torch_threads,
 )
-from mbpo_arm.launch.runtime import run_async
+from mbpo_arm.launch.runtime import LOG_FILE, run_async
 from mbpo_arm.launch.video import CaptionedVideo, hold_episode_ends, write_gif
 
 
@@ -146,7 +146,11 @@ def train_async(rc: RunConfig, run_dir: Path) -> dict[str, Any]:
     done = int(ckpt.name.removeprefix("step_")) if ckpt is not None else 0
     if rc.resume and finished(run_dir, done, rc.trainer.total_steps):
         return {}
-    stats = run_async(rc, run_dir)
+    try:
+        stats = run_async(rc, run_dir)
+    except RobotError as err:  # the bus or the driver failed mid-run: the log holds it all
+        raise RobotError(f"{err}; every transition collected is in {run_dir / LOG_FILE}; "
+                         f"continue with: mbpo-arm train resume={run_dir}") from err
     rows = [("transitions (log / actor / learner / checkpoint)",
              f"{stats['log_records']} / {stats['actor_steps']} / {stats['learner_steps']} / "
              f"{stats['checkpoint_steps']}"),

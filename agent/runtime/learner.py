@@ -333,7 +333,10 @@ def learner_main(make_run: Callable[[], Run], runtime: RuntimeConfig, threads: i
     try:
         restore(run)
         control[ctl.CHECKPOINT_STEP] = run.progress.counters.env_steps
-        block = attach_block(weights_name)
+        try:
+            block = attach_block(weights_name)
+        except FileNotFoundError:  # the actor ended (it unlinks the block) before this came up
+            raise SystemExit(ORPHANED_EXIT) from None
         learner = Learner(run, runtime, Path(log_path), WeightsPublisher(block), q, control)
         learner.from_log(int(control[ctl.ACTOR_STEPS]))
         learner.publish(force=True)

@@ -18,6 +18,7 @@ import torch
 
 from mbpo_arm.agent.checkpoint import latest_checkpoint, load_checkpoint
 from mbpo_arm.agent.logger import read_metrics
+from mbpo_arm.agent.runtime.replay_log import read_log
 from mbpo_arm.configs.loader import load_run_config
 from mbpo_arm.configs.schema import ConfigError
 from mbpo_arm.hardware.calibration import Calibration
@@ -150,11 +151,14 @@ def test_async_learner_never_opens_the_serial_port(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_a_bus_failure_mid_run_saves_what_was_collected(tmp_path: Path, capsys,  # noqa: ANN001
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_bus_failure_mid_run_saves_what_was_collected(mode: str, tmp_path: Path,
+                                                        capsys,  # noqa: ANN001
                                                         one_torch_thread: None) -> None:
-    """Every servo goes silent mid-run: the run exits 1 with one line naming the failure, the
-    checkpoint it wrote and how to resume, and the checkpoint holds every step collected, the
-    last one marked truncated (the failure cut the episode)."""
+    """Every servo goes silent mid-run: the run exits 1 with one line naming the failure,
+    where what was collected is and how to resume. Sync: the checkpoint written then holds
+    every step, the last one marked truncated (the failure cut the episode); async: the
+    replay log holds every step the actor took."""
     with emulated_arm(tmp_path, "feetech") as (emulator, overrides):
         run = tmp_path / "run"
         limits = [f"shield.limits_file={fast_limits(tmp_path)}"]
@@ -167,11 +171,16 @@ def test_a_bus_failure_mid_run_saves_what_was_collected(tmp_path: Path, capsys, 
         threading.Thread(target=fail_later, daemon=True).start()
         code = main(["train", "--backend", "serial", "robot=so101", f"port={emulator.port}",
                      *overrides[1:], *QUICK, *limits, f"run_dir={run}",
-                     "trainer.total_steps=1000", "trainer.checkpoint_every=1000"])
+                     "trainer.total_steps=1000", "trainer.checkpoint_every=1000",
+                     f"runtime={mode}"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1
     line = [e for e in err if e.startswith("mbpo-arm: error:")]
     assert len(line) == 1 and f"continue with: mbpo-arm train resume={run}" in line[0], err
+    if mode == "async":
+        assert str(run / "replay.log") in line[0]
+        assert 50 <= len(read_log(run / "replay.log", 19, 5)) < 1000
+        return
     ckpt = latest_checkpoint(run)
     assert ckpt is not None and str(ckpt) in line[0]
     state, buffers = load_checkpoint(ckpt)
