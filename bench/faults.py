@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from mbpo_arm.agent.checkpoint import latest_checkpoint
+from mbpo_arm.agent.checkpoint import latest_checkpoint, step_of
 from mbpo_arm.agent.replay import ReplayBuffer
 from mbpo_arm.agent.runtime.replay_log import HEADER, read_log, record_dtype
 
@@ -89,7 +89,7 @@ class Run:
         """The newest checkpoint's step, read without touching the checkpoints (-1: none)."""
         latest = self.dir / "checkpoints" / "latest"
         try:
-            return int(latest.read_text().strip().removeprefix("step_"))
+            return step_of(latest.read_text().strip())
         except (OSError, ValueError):
             return -1
 

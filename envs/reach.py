@@ -133,7 +133,7 @@ class ArmReachEnv(gym.Env):
 
     def hold(self) -> np.ndarray:
         """One control period holding the last command: no new motion, but the command
-        stream goes on (the shield's command watchdog stays quiet). No step of the episode
+        stream goes on (the servos keep getting goals). No step of the episode
         (the time limit does not count it, no reward); returns the observation ``[2 J + 9]``
         after it. The async actor holds this way while an episode gate waits."""
         tick = self.loop.hold()

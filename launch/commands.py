@@ -20,6 +20,7 @@ from mbpo_arm.agent.checkpoint import (
     latest_checkpoint,
     load_checkpoint,
     set_aside_damaged,
+    step_of,
     verify_latest,
 )
 from mbpo_arm.agent.io import RunLock, RunLocked
@@ -143,7 +144,7 @@ def train_async(rc: RunConfig, run_dir: Path) -> dict[str, Any]:
     """``runtime=async``: the actor here, the learner in its own process; the summary as a
     short table (everything in ``runtime_stats.json``)."""
     ckpt = latest_checkpoint(run_dir)
-    done = int(ckpt.name.removeprefix("step_")) if ckpt is not None else 0
+    done = step_of(ckpt) if ckpt is not None else 0
     if rc.resume and finished(run_dir, done, rc.trainer.total_steps):
         return {}
     try:
