@@ -8,7 +8,7 @@ PY    := $(VENV)/bin/python
 # The torch build to install. This pin is a CPU wheel on the project's machines; on a GPU
 # machine install your own build first (it is kept), e.g. TORCH="torch==2.13.0".
 TORCH ?= torch==2.13.0
-STEPS ?= 30000
+STEPS ?= 12000
 GL    := MUJOCO_GL=$${MUJOCO_GL:-egl}
 
 .PHONY: install train test test-fast docs bench lint
@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 train: install
-	$(GL) $(VENV)/bin/mbpo-arm train --backend mujoco trainer.total_steps=$(STEPS)
+	$(GL) $(VENV)/bin/mbpo-arm train --backend mujoco threads=auto trainer.total_steps=$(STEPS)
 
 test: install
 	$(VENV)/bin/ruff check .

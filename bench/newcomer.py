@@ -1,17 +1,17 @@
-"""The README's first command as a newcomer runs it, on a quiet machine and beside a CPU hog,
-for the current tree and a baseline commit (default ``bbd7ab6``: torch then ran one thread
-per core), in the same command.
+"""The README's first command, ``make train``, as a newcomer runs it, on a quiet machine and
+beside a CPU hog, for the current tree and a baseline commit (default ``bf5361e``: 30 000
+steps on one torch thread), in the same command.
 
-``make train`` is ``mbpo-arm train --backend mujoco trainer.total_steps=30000``; this bench runs
-that command (``--steps`` scales it down: the first 2 000 steps are the random warm-up, the
-rest SAC updates) with the environment a newcomer has: no ``OMP_NUM_THREADS``. The hog is
-``--hogs`` processes spinning on the CPU, like another job on a shared machine. Conditions
-are interleaved (quiet current, quiet baseline, hog current, hog baseline) for ``--runs``
-rounds; the table gives the median wall time and the ratio of hog to quiet per tree.
+Each tree's own ``make train`` recipe is read from its Makefile (``--steps`` overrides its
+``STEPS``) and run as ``mbpo-arm ...`` with the environment a newcomer has: no
+``OMP_NUM_THREADS``. The hog is ``--hogs`` processes spinning on the CPU, like another job on
+a shared machine. Conditions are interleaved (quiet current, quiet baseline, hog current, hog
+baseline) for ``--runs`` rounds; the table gives the median wall time and the ratio of hog to
+quiet per tree.
 
-    .venv/bin/python bench/newcomer.py [--steps 30000] [--runs 3] [--hogs 1]
+    .venv/bin/python bench/newcomer.py [--steps N] [--runs 3] [--hogs 1] [--current-only]
 
-Prints a table; writes bench/results/newcomer-<steps>[-current].json and .png.
+Prints a table; writes bench/results/newcomer[-<steps>][-current].json and .png.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -27,7 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-from startup import baseline_tree, git
+from startup import git
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -54,6 +55,32 @@ def newcomer_env(**extra: str) -> dict[str, str]:
     return {**env, "MUJOCO_GL": env.get("MUJOCO_GL", "egl"), **extra}
 
 
+def make_train_args(makefile: str, steps: int | None) -> list[str]:
+    """The ``mbpo-arm`` arguments of a Makefile's ``train`` recipe, ``$(STEPS)`` filled in
+    (``steps``, else the Makefile's ``STEPS ?=`` default)."""
+    default = re.search(r"^STEPS \?= *(\d+)", makefile, re.M)
+    recipe = re.search(r"^train:.*\n\t(.*)$", makefile, re.M)
+    if recipe is None or "mbpo-arm" not in recipe.group(1):
+        raise SystemExit("no `train:` recipe running mbpo-arm in the Makefile")
+    line = recipe.group(1).split("mbpo-arm", 1)[1]
+    value = str(steps if steps is not None else (default.group(1) if default else 30_000))
+    return line.replace("$(STEPS)", value).split()
+
+
+def tree_of(commit: str, tmp: Path) -> tuple[Path, Path]:
+    """A detached worktree of ``commit`` and a folder that imports it as ``mbpo_arm`` (the
+    top-level folders linked as its subpackages, as the installed layout maps them)."""
+    tree = tmp / f"baseline-{commit}"
+    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), commit],
+                   check=True, capture_output=True)
+    farm = tmp / "baseline-path" / "mbpo_arm"
+    farm.mkdir(parents=True)
+    for pkg in tree.iterdir():
+        if (pkg / "__init__.py").exists():
+            (farm / pkg.name).symlink_to(pkg)
+    return tree, farm.parent
+
+
 def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=7200)
@@ -64,22 +91,25 @@ def timed(cmd: list[str], env: dict[str, str], cwd: Path) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=30_000)
+    p.add_argument("--steps", type=int, default=None, help="default: each Makefile's STEPS")
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--hogs", type=int, default=1)
-    p.add_argument("--baseline", default="bbd7ab6")
+    p.add_argument("--baseline", default="bf5361e")
     p.add_argument("--current-only", action="store_true",
                    help="time the current tree only (the baseline beside a hog takes long)")
     a = p.parse_args()
-    args = ["train", "--backend", "mujoco", f"trainer.total_steps={a.steps}"]
     times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="mbpo-newcomer-") as scratch:
         tmp = Path(scratch)
-        tree, farm = baseline_tree(a.baseline, tmp)
-        trees = {"current": ([str(Path(sys.executable).with_name("mbpo-arm")), *args],
+        tree, farm = tree_of(a.baseline, tmp)
+        mine = make_train_args((ROOT / "Makefile").read_text(), a.steps)
+        theirs = make_train_args((tree / "Makefile").read_text(), a.steps)
+        trees = {"current": ([str(Path(sys.executable).with_name("mbpo-arm")), *mine],
                              newcomer_env()),
-                 f"baseline {a.baseline}": ([sys.executable, "-m", "mbpo_launch.cli", *args],
-                                            newcomer_env(PYTHONPATH=str(farm)))}
+                 f"baseline {a.baseline}": ([sys.executable, "-m", "mbpo_arm.launch.cli",
+                                             *theirs], newcomer_env(PYTHONPATH=str(farm)))}
+        for name, (cmd, _) in trees.items():
+            print(f"{name}: mbpo-arm {' '.join(cmd[cmd.index('train'):])}", flush=True)
         if a.current_only:
             trees.pop(f"baseline {a.baseline}")
         try:
@@ -95,17 +125,19 @@ def main() -> None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
                            check=False, capture_output=True)
     med = {k: float(np.median(v)) for k, v in times.items()}
-    print(f"\n{'':<30} {'median s':>9}   (steps={a.steps}, runs={a.runs}, hogs={a.hogs})")
+    print(f"\n{'':<30} {'median s':>9}   (runs={a.runs}, hogs={a.hogs})")
     for k, v in med.items():
         print(f"{k:<30} {v:9.1f}")
     for name in trees:
         print(f"{name + ': hog / quiet':<30} {med[f'{name}, hog'] / med[f'{name}, quiet']:9.2f}")
     RESULTS.mkdir(exist_ok=True)
-    out = f"newcomer-{a.steps}" + ("-current" if a.current_only else "")
+    out = ("newcomer" + (f"-{a.steps}" if a.steps else "")
+           + ("-current" if a.current_only else ""))
     (RESULTS / f"{out}.json").write_text(json.dumps(
-        {"steps": a.steps, "runs": a.runs, "hogs": a.hogs, "cpus": os.cpu_count(),
-         "baseline_commit": git("rev-parse", a.baseline), "current_commit": git("rev-parse",
-                                                                                "HEAD"),
+        {"steps": a.steps, "commands": {k: v[0] for k, v in trees.items()}, "runs": a.runs,
+         "hogs": a.hogs, "cpus": os.cpu_count(),
+         "baseline_commit": git("rev-parse", a.baseline),
+         "current_commit": git("rev-parse", "HEAD"),
          "seconds": times, "median_s": med}, indent=1))
     plot(med, RESULTS / f"{out}.png", a)
 
@@ -121,7 +153,7 @@ def plot(med: dict[str, float], path: Path, a: argparse.Namespace) -> None:
     ax.barh(names, [med[n] for n in names], color=["C0" if "current" in n else "C7"
                                                    for n in names])
     ax.set_xlabel("wall time (s), median")
-    ax.set_title(f"mbpo-arm train, {a.steps} steps: quiet vs {a.hogs} CPU hog(s)")
+    ax.set_title(f"make train: quiet vs {a.hogs} CPU hog(s), median of {a.runs}")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)

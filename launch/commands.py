@@ -41,7 +41,7 @@ from mbpo_arm.launch.build import (
     default_run_dir,
     finetune_config,
     start_up_errors,
-    torch_threads,
+    thread_policy,
 )
 from mbpo_arm.launch.runtime import LOG_FILE, run_async
 from mbpo_arm.launch.video import CaptionedVideo, hold_episode_ends, write_gif
@@ -100,11 +100,13 @@ def train_run(rc: RunConfig, run_dir: Path) -> dict[str, Any]:
     if not rc.resume:
         save_config(rc, run_dir)
     rc = finetune_config(rc)
-    threads = torch_threads(rc)
-    torch.set_num_threads(1 if rc.runtime.mode == "async" else threads)  # before any torch op
+    threads, sync = thread_policy(rc), rc.runtime.mode == "sync"
+    governor = threads.apply() if sync else None  # before any torch op
+    if not sync:
+        torch.set_num_threads(1)  # the actor acts on one thread; the learner applies `threads`
     print(f"run: {run_dir} ({rc.task.id}, agent {rc.agent.algo}, backend {rc.backend_name}, "
-          f"{rc.runtime.mode}, {rc.trainer.total_steps} env steps, {threads} torch "
-          f"thread{'s' * (threads > 1)})", flush=True)
+          f"{rc.runtime.mode}, {rc.trainer.total_steps} env steps, "
+          f"{'' if sync else 'learner: '}{threads.describe(governor)})", flush=True)
     if rc.runtime.mode == "async":
         return train_async(rc, run_dir)
     with start_up_errors():
@@ -118,6 +120,7 @@ def train_run(rc: RunConfig, run_dir: Path) -> dict[str, Any]:
     try:
         if rc.resume and finished(run_dir, counters.env_steps, rc.trainer.total_steps):
             return {}
+        run.threads = governor
         with GracefulStop() as stop:
             try:
                 final = train_loop(run, stop=lambda: stop.signum is not None)

@@ -34,7 +34,7 @@ from mbpo_arm.launch.build import (
     build_policy,
     load_policy,
     slow_resets,
-    torch_threads,
+    thread_policy,
 )
 
 LOG_FILE = "replay.log"
@@ -75,7 +75,7 @@ def run_async(rc: RunConfig, run_dir: Path) -> dict[str, Any]:
             actor.extra_stats = loop.stats
         make_run = partial(build_learner_run, slow_resets(rc), str(run_dir))
         supervisor = Supervisor(actor, runtime, make_run, run_dir, block.name, ctx,
-                                threads=torch_threads(rc))
+                                threads=thread_policy(rc))
         return supervisor.run(rc.trainer.total_steps)
     finally:
         log.close()

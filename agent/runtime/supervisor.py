@@ -36,6 +36,7 @@ from mbpo_arm.agent.runtime.config import RuntimeConfig
 from mbpo_arm.agent.runtime.learner import FATAL_EXIT, learner_main
 from mbpo_arm.agent.runtime.priority import other_cpus
 from mbpo_arm.agent.runtime.replay_log import read_log
+from mbpo_arm.agent.threads import ONE_THREAD, ThreadPolicy
 
 PID_FILE = "learner.pid"
 STATS_FILE = "runtime_stats.json"
@@ -54,7 +55,8 @@ class Supervisor:
     """
 
     def __init__(self, actor: Actor, runtime: RuntimeConfig, make_run: Callable[[], Any],
-                 run_dir: Path, weights_name: str, ctx: BaseContext, threads: int = 1) -> None:
+                 run_dir: Path, weights_name: str, ctx: BaseContext,
+                 threads: ThreadPolicy = ONE_THREAD) -> None:
         if runtime.learner_cpus is None and runtime.actor_cpus is not None:  # before pinning
             runtime = dataclasses.replace(runtime, learner_cpus=other_cpus(runtime.actor_cpus))
         self.actor, self.runtime, self.make_run, self.run_dir = actor, runtime, make_run, run_dir
