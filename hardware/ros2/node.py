@@ -18,7 +18,8 @@ Passive, like every backend: the transport is polled, and the status published, 
 :meth:`Ros2Robot.read` and :meth:`Ros2Robot.write`, on the control loop's thread.
 
 Joint-state messages that lack one of the configured joints, or whose arrays do not match
-their names, are rejected and counted (``joint_states_rejected``), never half-used.
+their names, are rejected and counted (``joint_states_rejected``), never half-used; the log
+gets at most one line a second about them, with a count per reason (:class:`RejectionLog`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,42 @@ from mbpo_arm.hardware.ros2.config import Ros2Config
 from mbpo_arm.hardware.ros2.transport import COMMANDS, EVENTS, QosProfile, Transport, make_transport
 
 log = logging.getLogger(__name__)
+
+
+class RejectionLog:
+    """Rejected messages, logged at most once per ``every_s`` with a count per reason.
+
+    The first rejection is logged at once; later ones are counted and summed up in the next
+    line that is due (from :meth:`note` or :meth:`flush`), so a driver that sends bad
+    messages at 100 Hz costs one warning a second, whatever the mix of reasons.
+
+    Args:
+        what: what is rejected, e.g. ``"joint states on /joint_states"``.
+        every_s: the least time between two lines.
+        clock: the time source (seconds).
+    """
+
+    def __init__(self, what: str, every_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.what, self.every_s, self._clock = what, float(every_s), clock
+        self._pending: dict[str, int] = {}
+        self._last = -float("inf")
+
+    def note(self, reason: str) -> None:
+        """Count one rejection for ``reason``; log if a line is due."""
+        self._pending[reason] = self._pending.get(reason, 0) + 1
+        self.flush()
+
+    def flush(self, force: bool = False) -> None:
+        """Log the counts since the last line if a line is due (or ``force``)."""
+        now = self._clock()
+        if not self._pending or (not force and now - self._last < self.every_s):
+            return
+        total = sum(self._pending.values())
+        reasons = "; ".join(f"{n} because {r}" for r, n in self._pending.items())
+        log.warning("rejected %d %s: %s", total, self.what, reasons)
+        self._pending.clear()
+        self._last = now
 
 
 class Ros2Robot:
@@ -82,6 +119,7 @@ class Ros2Robot:
         self.counts = {"joint_states_received": 0, "joint_states_rejected": 0,
                        "commands_sent": 0, "ticks": 0, "estops": 0}
         self.last_rejection = ""
+        self._rejections = RejectionLog(f"joint state(s) on {self.config.state_topic}")
 
     @property
     def home_position(self) -> np.ndarray:
@@ -129,19 +167,34 @@ class Ros2Robot:
             if t.poll() == 0:
                 time.sleep(0.005)
         if self._state is None:
-            seen = self.counts["joint_states_rejected"]
-            why = (f"; {seen} rejected, last because {self.last_rejection}" if seen else
-                   "; is the arm's driver running (ros2 topic echo "
-                   f"{cfg.state_topic}; for the twin: python -m mbpo_arm.sim.ros2_twin_driver)?")
+            why = self._no_state_reason(t)
             self.close()
             raise TimeoutError(f"no sensor_msgs/JointState on {cfg.state_topic} (domain "
                                f"{cfg.domain_id}, via {t.name}) within "
                                f"{cfg.connect_timeout_s:g} s{why}")
         self._command = self._state.position.copy()
 
+    def _no_state_reason(self, t: Transport) -> str:
+        """Why ``connect`` got no valid state: rejections, matched but silent publishers, or
+        no publisher at all."""
+        topic, seen = self.config.state_topic, self.counts["joint_states_rejected"]
+        if seen:
+            return f"; {seen} rejected, last because {self.last_rejection}"
+        discovered, matched = t.endpoints(topic)
+        if discovered or matched:
+            how = (f"{matched} matched" if matched else "none matched")
+            return (f"; {max(discovered, matched)} publisher(s) of {topic} found ({how}) but no "
+                    "data arrived: likely type information (a Fast DDS 3 / ROS 2 Kilted peer "
+                    "whose type information Cyclone DDS rejects: check CYCLONEDDS_URI) or QoS "
+                    "(a publisher this best-effort subscription cannot take); see "
+                    "docs/hardware/ros2.md")
+        return (f"; is the arm's driver running (ros2 topic echo {topic}; for the twin: "
+                "python -m mbpo_arm.sim.ros2_twin_driver)?")
+
     def close(self) -> None:
         """Publish a last status (if it ever ticked) and leave the domain (the controller
         holds its last target). Idempotent."""
+        self._rejections.flush(force=True)
         if self._transport is not None:
             if self._publish_status is not None and self.counts["ticks"]:
                 self.publish_status()
@@ -163,6 +216,7 @@ class Ros2Robot:
             raise RuntimeError("Ros2Robot.read before connect(); call connect() first")
         if self._publish_status is not None and time.monotonic() >= self._next_status:
             self.publish_status()
+            self._rejections.flush()
         age = time.monotonic() - self._state.stamp
         if age > self.config.state_timeout_s:
             raise RobotError(f"the newest joint state on {self.config.state_topic} is "
@@ -224,8 +278,7 @@ class Ros2Robot:
 
     def _reject(self, reason: str) -> None:
         self.counts["joint_states_rejected"] += 1
-        if reason != self.last_rejection:
-            log.warning("rejected a joint state on %s: %s", self.config.state_topic, reason)
+        self._rejections.note(reason)
         self.last_rejection = reason
 
     def _on_joint_state(self, js: Any) -> None:

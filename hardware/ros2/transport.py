@@ -8,6 +8,9 @@ One small interface, :class:`Transport`, two implementations:
   ``rt/joint_states``, the types are those of :mod:`hardware.ros2.messages`, and the QoS are
   ROS 2's own profiles (``rmw_qos_profile_sensor_data`` and a reliable keep-last-1), so
   ``ros2 topic echo /joint_states`` on a ROS 2 machine in the same domain sees the traffic.
+  It applies the ROS 2 environment (:mod:`hardware.ros2.dds_config`: Fast DDS 3 type
+  information, ``ROS_LOCALHOST_ONLY``, ``ROS_AUTOMATIC_DISCOVERY_RANGE``) and announces its
+  node in the ROS graph (:mod:`hardware.ros2.graph`), so ``ros2 node list`` shows it.
 
 Messages are handed to callbacks only inside :meth:`Transport.poll`, on the caller's thread, so
 the robot's control loop needs no locks. Publishing takes the dataclasses of
@@ -63,6 +66,11 @@ class Transport(Protocol):
     def poll(self) -> int:
         """Hand every message received since the last call to its callback; return how many."""
 
+    def endpoints(self, topic: str) -> tuple[int, int]:
+        """``(discovered, matched)``: remote endpoints on ``topic`` that discovery found
+        (publishers for our subscription, subscribers for our publisher), and how many of them
+        matched ours (same type name and compatible QoS)."""
+
     def close(self) -> None:
         """Leave the domain. Idempotent."""
 
@@ -96,7 +104,7 @@ def make_transport(kind: str, domain_id: int, node_name: str) -> Transport:
     except ImportError:
         raise ValueError("the ros2 backend needs rclpy (a ROS 2 install) or the cyclonedds "
                          "package; pip install cyclonedds") from None
-    return CycloneTransport(domain_id)
+    return CycloneTransport(domain_id, node_name)
 
 
 # ----------------------------------------------------------------------------- Cyclone DDS
@@ -105,18 +113,29 @@ class CycloneTransport:
 
     Args:
         domain_id: the DDS domain, ``ROS_DOMAIN_ID`` on the ROS 2 side (0-232).
+        node_name: the ROS 2 node this participant announces (``ros_discovery_info``); None:
+            none (a bare DDS participant, as the tests' stand-in peers are).
     """
 
     name = "cyclonedds"
 
-    def __init__(self, domain_id: int) -> None:
+    def __init__(self, domain_id: int, node_name: str | None = None) -> None:
         from cyclonedds.domain import DomainParticipant
 
+        from mbpo_arm.hardware.ros2.dds_config import domain
+
         self.domain_id = int(domain_id)
+        domain(self.domain_id)  # the ROS 2 settings, before the first participant
         self._participant: Any = DomainParticipant(self.domain_id)
+        self._graph: Any = None
+        if node_name is not None:
+            from mbpo_arm.hardware.ros2.graph import GraphAnnouncer
+
+            self._graph = GraphAnnouncer(self._participant, node_name)
         self._topics: dict[str, Any] = {}
         self._readers: list[tuple[Any, type, Callable[[Any], None]]] = []
         self._writers: list[Any] = []
+        self._endpoints: dict[str, list[Any]] = {}  # topic -> our readers and writers
 
     def _topic(self, topic: str, msg_type: type) -> Any:
         from cyclonedds.topic import Topic
@@ -143,6 +162,7 @@ class CycloneTransport:
 
         writer = DataWriter(self._participant, self._topic(topic, msg_type), self._qos(qos))
         self._writers.append(writer)
+        self._added(topic, writer, reader=False)
         return writer.write
 
     def subscribe(self, topic: str, msg_type: type, qos: QosProfile,
@@ -151,6 +171,7 @@ class CycloneTransport:
 
         reader = DataReader(self._participant, self._topic(topic, msg_type), self._qos(qos))
         self._readers.append((reader, msg_type, callback))
+        self._added(topic, reader, reader=True)
 
     def listen(self, topic: str, msg_type: type, qos: QosProfile,
                callback: Callable[[Any], None]) -> None:
@@ -167,6 +188,33 @@ class CycloneTransport:
         reader = DataReader(self._participant, self._topic(topic, msg_type), self._qos(qos),
                             listener=Listener(on_data_available=on_data_available))
         self._writers.append(reader)  # kept alive until close()
+        self._added(topic, reader, reader=True)
+
+    def _added(self, topic: str, entity: Any, *, reader: bool) -> None:
+        self._endpoints.setdefault(topic, []).append(entity)
+        if self._graph is not None:
+            self._graph.add(entity, reader=reader)
+
+    def endpoints(self, topic: str) -> tuple[int, int]:
+        from cyclonedds.builtin import (
+            BuiltinDataReader,
+            BuiltinTopicDcpsPublication,
+            BuiltinTopicDcpsSubscription,
+        )
+        from cyclonedds.pub import DataWriter
+
+        ours = self._endpoints.get(topic, [])
+        matched = sum(e.get_publication_matched_status().current_count
+                      if isinstance(e, DataWriter)
+                      else e.get_subscription_matched_status().current_count for e in ours)
+        wanted = {BuiltinTopicDcpsSubscription if isinstance(e, DataWriter)
+                  else BuiltinTopicDcpsPublication for e in ours}
+        me, discovered = self._participant.guid, 0
+        for builtin in wanted:  # the discovery data, read (not taken) at the time of asking
+            reader = BuiltinDataReader(self._participant, builtin)
+            discovered += sum(1 for e in reader.read(N=1024)
+                              if e.topic_name == "rt" + topic and e.participant_key != me)
+        return discovered, matched
 
     def poll(self) -> int:
         count = 0
@@ -181,8 +229,9 @@ class CycloneTransport:
         # Dropping the participant deletes its readers and writers (DDS entity tree).
         self._readers.clear()
         self._writers.clear()
+        self._endpoints.clear()
         self._topics.clear()
-        self._participant = None
+        self._graph = self._participant = None
 
 
 # ------------------------------------------------------------------------------------ rclpy
@@ -209,6 +258,8 @@ class RclpyTransport:
         self._executor = SingleThreadedExecutor(context=self._context)
         self._executor.add_node(self._node)
         self._pending: list[tuple[Callable[[Any], None], Any]] = []
+        self._publishers: dict[str, list[Any]] = {}
+        self._subscribed: set[str] = set()
 
     @staticmethod
     def _ros_class(msg_type: type) -> type:
@@ -230,6 +281,7 @@ class RclpyTransport:
     def publisher(self, topic: str, msg_type: type, qos: QosProfile) -> Callable[[Any], None]:
         ros_class = self._ros_class(msg_type)
         pub = self._node.create_publisher(ros_class, topic, self._qos(qos))
+        self._publishers.setdefault(topic, []).append(pub)
         return lambda msg: pub.publish(to_ros(msg, ros_class))
 
     def subscribe(self, topic: str, msg_type: type, qos: QosProfile,
@@ -237,6 +289,18 @@ class RclpyTransport:
         self._node.create_subscription(self._ros_class(msg_type), topic,
                                        lambda msg: self._pending.append((callback, msg)),
                                        self._qos(qos))
+        self._subscribed.add(topic)
+
+    def endpoints(self, topic: str) -> tuple[int, int]:
+        # rclpy reports matches for publishers only; for a subscription, the graph's
+        # publishers stand in for the matched ones.
+        pubs = self._publishers.get(topic, [])
+        discovered = self._node.count_subscribers(topic) if pubs else 0
+        matched = sum(p.get_subscription_count() for p in pubs)
+        if topic in self._subscribed:
+            discovered += self._node.count_publishers(topic)
+            matched += self._node.count_publishers(topic)
+        return discovered, matched
 
     def poll(self) -> int:
         # spin_once(0) runs one ready callback; loop until none is ready.
