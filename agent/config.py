@@ -264,3 +264,56 @@ class LoggerConfig:
             raise ValueError(f"logger.wandb={self.wandb!r} is not allowed; "
                              f"choose one of {', '.join(WANDB_MODES)}")
 
+
+
+PLANNERS = ("cem",)  # agent.act.planner: null (the policy acts) or cem
+
+
+@dataclass
+class PlannerConfig:
+    """How the agent acts (``agent.act``): the policy, or CEM-MPC over the learned ensemble
+    (Chua et al. 2018, PETS; Sikchi et al. 2021, LOOP; Hansen et al. 2024, TD-MPC2).
+    Defaults are PETS's (population 500, 5 iterations, 10% elites, horizon 15)."""
+
+    planner: str | None = None  # null: the policy acts (MBPO as it was); cem: plan each step
+    population: int = 500  # sampled action sequences per CEM iteration (PETS)
+    iterations: int = 5  # CEM iterations per plan (PETS)
+    elite_fraction: float = 0.1  # share of the population refitting the sampling Gaussian (PETS)
+    # model steps per plan; null: 15 without a critic (agent=pets, PETS), 3 with the critic's
+    # value at the horizon (agent=mbpo: LOOP and TD-MPC2 plan 3 steps)
+    horizon: int | None = None
+    particles: int = 1  # particles per sequence on each elite member (PETS: 20 over 5 = 4)
+    init_std: float = 0.5  # std of the first CEM Gaussian per plan (PETS: (ub - lb)^2 / 16 var)
+    momentum: float = 0.1  # weight of the old mean/std in each refit (PETS's alpha)
+    policy_fraction: float = 0.05  # share of sequences from the SAC policy (TD-MPC2: 24 of 512)
+    respect_shield: bool = False  # sequences leaving the shield's limits count as infeasible
+    budget_ms: float = 50.0  # runtime=async: plan time per tick; over it the policy acts
+
+    def __post_init__(self) -> None:
+        if self.planner is not None and self.planner not in PLANNERS:
+            raise ValueError(f"agent.act.planner={self.planner!r} is not allowed; choose null "
+                             f"or one of {list(PLANNERS)}")
+        checks = (
+            ("population", self.population >= 2, ">= 2"),
+            ("iterations", self.iterations >= 1, ">= 1"),
+            ("elite_fraction", 0 < self.elite_fraction <= 1, "in (0, 1]"),
+            ("horizon", self.horizon is None or self.horizon >= 1, ">= 1 or null"),
+            ("particles", self.particles >= 1, ">= 1"),
+            ("init_std", self.init_std > 0, "> 0"),
+            ("momentum", 0 <= self.momentum < 1, "in [0, 1)"),
+            ("policy_fraction", 0 <= self.policy_fraction < 1, "in [0, 1)"),
+            ("budget_ms", self.budget_ms > 0, "> 0"),
+        )
+        for name, ok, allowed in checks:
+            if not ok:
+                raise ValueError(f"agent.act.{name} must be {allowed}, "
+                                 f"got {getattr(self, name)!r}")
+
+    @property
+    def elites(self) -> int:
+        """Sequences that refit the Gaussian (at least one)."""
+        return max(1, int(round(self.elite_fraction * self.population)))
+
+    def plan_horizon(self, with_value: bool) -> int:
+        """``horizon``, or its default: 3 with a value at the end, 15 without."""
+        return self.horizon if self.horizon is not None else (3 if with_value else 15)

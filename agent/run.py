@@ -23,8 +23,10 @@ from mbpo_arm.agent.checkpoint import latest_checkpoint, load_checkpoint, save_c
 from mbpo_arm.agent.config import EnsembleConfig, MBPOConfig, TrainerConfig
 from mbpo_arm.agent.ensemble import ProbabilisticEnsemble
 from mbpo_arm.agent.logger import RunLogger
+from mbpo_arm.agent.planning import CEMPlanner
 from mbpo_arm.agent.replay import ReplayBuffer
 from mbpo_arm.agent.sac import SAC
+from mbpo_arm.agent.threads import ThreadGovernor
 
 
 @dataclass
@@ -50,13 +52,17 @@ class Model:
 class Agent:
     """What learns, and what a checkpoint holds of it: the policy (SAC, with its settings),
     the real transitions, the dynamics model (``None`` for model-free SAC) and the run's
-    random streams (``rng`` for numpy sampling, ``generator`` for torch)."""
+    random streams (``rng`` for numpy sampling, ``generator`` for torch). ``planner``: CEM-MPC
+    over the model that acts instead of the policy (``agent.act.planner``); ``policy_learns``:
+    SAC is trained (False for ``agent=pets``, which only plans)."""
 
     sac: SAC
     replay: ReplayBuffer
     rng: np.random.Generator
     generator: torch.Generator
     model: Model | None = None
+    planner: CEMPlanner | None = None
+    policy_learns: bool = True
 
     @property
     def device(self) -> torch.device:
@@ -111,6 +117,7 @@ class Run:
     seed: int
     progress: Progress = field(default_factory=Progress)
     seeded: bool = False  # the env's first reset in this process is seeded
+    threads: ThreadGovernor | None = None  # threads=auto: polled between steps
 
 
 # ----------------------------------------------------------------------- save and restore
@@ -155,8 +162,10 @@ def restore(run: Run, checkpoint_dir: Path | None = None) -> bool:
 
 
 def evaluate_policy(sac: SAC, env: gym.Env, episodes: int, seed: int = 0,
-                    render: bool = False) -> dict[str, Any]:
-    """Run the deterministic policy for ``episodes`` episodes.
+                    render: bool = False, act: Callable[[np.ndarray], np.ndarray] | None = None,
+                    on_reset: Callable[[], None] = lambda: None) -> dict[str, Any]:
+    """Run the deterministic policy (or ``act``, e.g. a planner; ``on_reset`` before each
+    episode) for ``episodes`` episodes.
 
     Returns ``mean_return``, ``success_rate`` (``None`` where the env reports no
     ``is_success``), per-episode ``returns``, and ``frames`` when ``render``.
@@ -164,9 +173,11 @@ def evaluate_policy(sac: SAC, env: gym.Env, episodes: int, seed: int = 0,
     returns, successes, frames = [], [], []
     for i in range(episodes):
         obs, _ = env.reset(seed=seed + i)
+        on_reset()
         done, total, info = False, 0.0, {}
         while not done:
-            obs, reward, terminated, truncated, info = env.step(sac.act(obs, deterministic=True))
+            action = sac.act(obs, deterministic=True) if act is None else act(obs)
+            obs, reward, terminated, truncated, info = env.step(action)
             total += float(reward)
             done = terminated or truncated
             if render:

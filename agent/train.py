@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from mbpo_arm.agent.checkpoint import Diverged, nonfinite
+from mbpo_arm.agent.checkpoint import Diverged, all_finite, nonfinite
 from mbpo_arm.agent.config import EnsembleConfig, TrainerConfig
 from mbpo_arm.agent.ensemble_train import ModelReport, multistep_error, train_ensemble
 from mbpo_arm.agent.math import annealed_penalty, rollout_horizon
@@ -49,10 +49,13 @@ def train(run: Run, stop: Callable[[], bool] = lambda: False) -> dict[str, Any]:
         step = counters.env_steps
         if model_due(agent.model, step):
             progress.model_log.update(model_figures(train_model(agent, run.run_dir, step)))
-        if rollout_due(agent.model, step, progress.rolled_out_at):
+        if agent.policy_learns and rollout_due(agent.model, step, progress.rolled_out_at):
             progress.model_log.update(rollout_model(agent, step))
             progress.rolled_out_at = step
-        update_policy(agent, progress)
+        if agent.policy_learns:  # agent=pets only plans: no rollouts, no SAC updates
+            update_policy(agent, progress)
+        if run.threads is not None:
+            run.threads.poll()
         if step % schedule.eval_every == 0:
             result = evaluate(run)
             if run.eval_env is run.env:  # one robot: the evaluation cut the episode short
@@ -88,9 +91,14 @@ def start_episode(run: Run) -> np.ndarray:
 
 def collect_step(run: Run, obs: np.ndarray) -> np.ndarray:
     """One real env step: random actions before ``learning_starts``, then the stochastic
-    policy. Stores the *executed* action where the env reports it."""
+    policy, or the planner (``agent.act.planner``) once the model has elites. Stores the
+    *executed* action where the env reports it."""
     agent, progress = run.agent, run.progress
-    if progress.counters.env_steps < agent.sac.cfg.learning_starts:
+    model = agent.model
+    if agent.planner is not None and model.elites \
+            and progress.counters.env_steps >= agent.sac.cfg.learning_starts:
+        action = agent.planner.plan(obs, model.elites)
+    elif progress.counters.env_steps < agent.sac.cfg.learning_starts or not agent.policy_learns:
         action = agent.rng.uniform(-1.0, 1.0, run.env.action_space.shape).astype(np.float32)
     else:
         action = agent.sac.act(obs)
@@ -103,6 +111,8 @@ def collect_step(run: Run, obs: np.ndarray) -> np.ndarray:
     progress.episode_return += float(reward)
     if not (terminated or truncated):
         return next_obs
+    if agent.planner is not None:
+        agent.planner.reset()  # no warm start across episodes
     progress.end_episode(float(info["is_success"]) if "is_success" in info else None)
     return start_episode(run)
 
@@ -207,7 +217,8 @@ def update_policy(agent: Agent, progress: Progress) -> None:
         progress.last_update = sac.update(sample_batch(agent))
         counters.updates += 1
         check_finite(progress.last_update, counters)
-    bad = nonfinite(sac.acting_state())  # what the next action (or the actor) would use
+    acting = [*sac.actor.parameters(), *sac.obs_norm.buffers()]  # what the next action uses
+    bad = None if all_finite(acting) else nonfinite(sac.acting_state())
     if bad:
         raise Diverged(f"training diverged at env step {counters.env_steps}: the policy's "
                        f"{bad} is not finite after SAC update {counters.updates}")
@@ -239,14 +250,21 @@ def sample_batch(agent: Agent, real_ratio: float | None = None) -> TransitionBat
 def evaluate(run: Run) -> dict[str, Any]:
     """Deterministic policy for ``eval_episodes`` on the eval env; logs the figures along with
     the latest update, model and rollout figures."""
-    progress, c = run.progress, run.progress.counters
+    progress, c, planner = run.progress, run.progress.counters, run.agent.planner
+    act = on_reset = None
+    if planner is not None and run.agent.model.elites:  # the agent is evaluated as it acts
+        act, on_reset = (lambda o: planner.plan(o, run.agent.model.elites)), planner.reset
     result = evaluate_policy(run.agent.sac, run.eval_env, run.schedule.eval_episodes,
-                             seed=10_000 + c.env_steps)
+                             seed=10_000 + c.env_steps, act=act,
+                             on_reset=on_reset or (lambda: None))
+    if planner is not None:
+        planner.reset()  # the training episode's warm start is gone
     progress.last_eval = {"eval_return": result["mean_return"],
                           "eval_success_rate": result["success_rate"]}
     event = {"env_steps": c.env_steps, "episodes": c.episodes, "updates": c.updates,
              **progress.last_eval, **recent_stats(progress), **progress.last_update,
              **progress.model_log,
+             **(planner.figures() if planner is not None else {}),
              **{f"shield_{rule}": n for rule, n in progress.shield_counts.items()}}
     run.logger.log(event)
     return progress.last_eval

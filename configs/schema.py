@@ -26,6 +26,7 @@ from mbpo_arm.agent.config import (
     LoggerConfig,
     MBPOConfig,
     MOPOConfig,
+    PlannerConfig,
     SACConfig,
     TrainerConfig,
 )
@@ -40,7 +41,7 @@ CONFIG_DIR = Path(str(files("mbpo_arm.configs")))
 # The schema of each option of the polymorphic backend group.
 BACKEND_SCHEMAS: dict[str, type] = {"mujoco": TwinConfig, "serial": SerialConfig,
                                      "ros2": Ros2Config}
-ALGOS = ("sac", "mbpo")
+ALGOS = ("sac", "mbpo", "pets")
 
 
 class ConfigError(ValueError):
@@ -51,16 +52,22 @@ class ConfigError(ValueError):
 class AgentConfig:
     """The learning algorithm and its parts."""
 
-    algo: str = "sac"  # sac (model-free) or mbpo (model-based)
+    algo: str = "sac"  # sac (model-free), mbpo (model-based) or pets (planning only)
     sac: SACConfig = field(default_factory=SACConfig)  # the policy optimizer
     model: EnsembleConfig = field(default_factory=EnsembleConfig)  # the dynamics ensemble (mbpo)
     mbpo: MBPOConfig = field(default_factory=MBPOConfig)  # the model-based schedule (mbpo)
     mopo: MOPOConfig = field(default_factory=MOPOConfig)  # offline pretraining (mbpo-arm pretrain)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # used with init_from
+    act: PlannerConfig = field(default_factory=PlannerConfig)  # how it acts: policy or planner
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
             raise ValueError(f"agent.algo={self.algo!r} is not allowed; choose one of {ALGOS}")
+        if self.algo == "pets" and self.act.planner is None:  # PETS acts only by planning
+            self.act = replace(self.act, planner="cem")
+        if self.algo == "sac" and self.act.planner is not None:
+            raise ValueError("agent.act.planner needs a model: use agent=mbpo (or a preset of "
+                             "it) or agent=pets")
         if self.mbpo.model_learning_starts is None:  # the first policy acts on a model
             self.mbpo = replace(self.mbpo, model_learning_starts=self.sac.learning_starts)
 
@@ -93,9 +100,10 @@ class RunConfig:
     # what a resume may do about damage (resume.fallback, resume.accept_log_damage)
     resume_options: ResumeOptions = field(default_factory=ResumeOptions)
     init_from: str | None = None  # a run (e.g. from `mbpo-arm pretrain`) to start from
-    # torch threads of the sync trainer and of each learner: a number, or auto (the CPUs the
-    # actor leaves). One by default: on a shared machine more threads fight for the cores
-    # (500 SAC updates: 15 s with 1 thread, 224 s with 2 beside one other job).
+    # torch threads of the sync trainer and of each learner: a number, or auto (the cores
+    # other processes leave idle, re-checked every 5 s, at most the CPUs the actor leaves).
+    # One by default: on a shared machine more threads fight for the cores (500 SAC updates:
+    # 15 s with 1 thread, 224 s with 2 beside one other job), and one is bit-reproducible.
     threads: str = "1"
     # number format of the learner (SAC updates, ensemble fit, model rollouts): fp32, bf16 or
     # auto (bf16 where the device runs it natively: a CPU with AMX-BF16 or AVX512-BF16, a

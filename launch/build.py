@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,9 +23,11 @@ from mbpo_arm.agent.ensemble import ProbabilisticEnsemble
 from mbpo_arm.agent.layers import resolve_precision
 from mbpo_arm.agent.logger import RunLogger
 from mbpo_arm.agent.mopo import finetune_penalty, init_from_run
+from mbpo_arm.agent.planning import CEMPlanner, Limits, sac_policy, sac_value
 from mbpo_arm.agent.replay import ReplayBuffer
 from mbpo_arm.agent.run import Agent, Model, Run
 from mbpo_arm.agent.sac import SAC
+from mbpo_arm.agent.threads import ThreadPolicy, usable_cpus
 from mbpo_arm.agent.train import evaluate
 from mbpo_arm.configs.schema import ConfigError, RunConfig
 from mbpo_arm.envs.factory import SIMULATED_BACKENDS, check_task, env_task_functions, make_env
@@ -58,14 +59,11 @@ def default_run_dir(rc: RunConfig) -> str:
     return f"runs/{task}-{rc.agent.algo}-{time.strftime('%Y%m%d-%H%M%S')}-s{rc.seed}"
 
 
-def torch_threads(rc: RunConfig) -> int:
-    """``threads`` as a count: a number as given; ``auto``: the CPUs this process may use,
-    less the async actor's (one, or ``runtime.actor_cpus``)."""
-    if rc.threads != "auto":
-        return int(rc.threads)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+def thread_policy(rc: RunConfig) -> ThreadPolicy:
+    """``threads`` resolved: a number as given; ``auto`` may use the CPUs this process may
+    use less the async actor's (one, or ``runtime.actor_cpus``), as many as are idle."""
     actor = 0 if rc.runtime.mode == "sync" else len(rc.runtime.actor_cpus or [0])
-    return max(1, (cpus or 1) - actor)
+    return ThreadPolicy(rc.threads, max(1, usable_cpus() - actor))
 
 
 def resolve_device(device: str) -> torch.device:
@@ -116,6 +114,49 @@ def build_model(rc: RunConfig, env: gym.Env, precision: str = "fp32") -> Model:
                  fns.termination, fns.derive, fns.relabel)
 
 
+def build_planner(rc: RunConfig, env: gym.Env, sac: SAC, model: Model) -> CEMPlanner | None:
+    """The CEM-MPC planner of ``agent.act`` over ``model``'s ensemble (the one that is
+    trained), or ``None`` when the policy acts. For ``agent=mbpo`` it is seeded by the SAC
+    policy and ends on the critic's value; with ``agent.act.respect_shield`` it keeps to the
+    limits of the env's shield (:func:`planning_limits`)."""
+    act = rc.agent.act
+    if act.planner is None:
+        return None
+    with_sac = rc.agent.algo == "mbpo"
+    device = next(model.ensemble.parameters()).device
+    generator = torch.Generator().manual_seed(rc.seed + 2)
+    return CEMPlanner(model.ensemble, act, env.action_space.shape[0], model.reward_fn,
+                      model.termination_fn, model.derive_fn, generator=generator,
+                      policy=sac_policy(sac, generator) if with_sac else None,
+                      value_fn=sac_value(sac) if with_sac else None,
+                      gamma=rc.agent.sac.gamma if with_sac else 1.0,
+                      limits=planning_limits(env, device) if act.respect_shield else None)
+
+
+def planning_limits(env: gym.Env, device: torch.device | str = "cpu") -> Limits:
+    """The planner's :class:`Limits` from the shield inside ``env``'s control loop, i.e. from
+    the limits file it read (``shield.limits_file``): the task's joints within lower/upper
+    less the margin, the end effector within the workspace box above ``min_height``."""
+    inner = env.unwrapped
+    shield = getattr(getattr(inner, "loop", None), "shield", None)
+    if shield is None:
+        raise ConfigError("agent.act.respect_shield=true plans within the shield's limits: it "
+                          "needs a robot task (ArmReach-*) with shield.enabled=true")
+    cfg, layout = shield.config, inner.layout
+    idx = [cfg.joint_names.index(j) for j in inner.config.joints]
+
+    def t(x: Any) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
+
+    lower, upper = t(cfg.lower[idx] + cfg.margin[idx]), t(cfg.upper[idx] - cfg.margin[idx])
+    ws = cfg.workspace
+    if ws is None:
+        return Limits(slice(0, layout.joints), lower, upper)
+    box_lower = np.array(ws.lower, dtype=np.float64)
+    box_lower[2] = max(box_lower[2], ws.min_height)
+    return Limits(slice(0, layout.joints), lower, upper, layout.ee, t(box_lower), t(ws.upper))
+
+
 def build_run(rc: RunConfig, run_dir: Path) -> Run:
     """Wire config -> backend -> env -> agent into a :class:`Run`; ``init_from`` loads the
     pretrained run into it. The learner's precision is printed and logged (``precision`` in
@@ -127,9 +168,11 @@ def build_run(rc: RunConfig, run_dir: Path) -> Run:
     # gets a second copy, so an evaluation leaves the training episode as it was.
     eval_env = env if rc.backend_name not in SIMULATED_BACKENDS else build_env(rc)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    model = build_model(rc, env, precision) if rc.agent.algo in ("mbpo", "pets") else None
     agent = Agent(sac=sac, replay=ReplayBuffer(rc.trainer.replay_capacity, obs_dim, act_dim),
-                  rng=np.random.default_rng(rc.seed), generator=sac.generator,
-                  model=build_model(rc, env, precision) if rc.agent.algo == "mbpo" else None)
+                  rng=np.random.default_rng(rc.seed), generator=sac.generator, model=model,
+                  planner=build_planner(rc, env, sac, model) if model is not None else None,
+                  policy_learns=rc.agent.algo != "pets")
     logger = RunLogger(run_dir, rc.logger, {**plain(rc), "precision": precision},
                        rc.trainer.total_steps)
     logger.log({"env_steps": 0, "precision": precision})

@@ -41,8 +41,6 @@ from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from mbpo_arm.agent.checkpoint import CheckpointError, Diverged
 from mbpo_arm.agent.run import Run, restore, save_run
 from mbpo_arm.agent.runtime import control as ctl
@@ -50,6 +48,7 @@ from mbpo_arm.agent.runtime.config import RuntimeConfig
 from mbpo_arm.agent.runtime.priority import pin
 from mbpo_arm.agent.runtime.replay_log import LogRecords, read_log, record_dtype, unpack_records
 from mbpo_arm.agent.runtime.weights import WeightsPublisher, attach_block, flatten
+from mbpo_arm.agent.threads import ThreadPolicy
 from mbpo_arm.agent.train import (
     evaluate,
     model_due,
@@ -292,6 +291,8 @@ class Learner:
                         self.train_model()
                     break
             worked = self.learn()
+            if self.run.threads is not None:
+                self.run.threads.poll()
             self.publish()
             self.maybe_evaluate()
             self.maybe_checkpoint()
@@ -311,7 +312,7 @@ class Learner:
         self.t_heard = time.monotonic()
 
 
-def learner_main(make_run: Callable[[], Run], runtime: RuntimeConfig, threads: int,
+def learner_main(make_run: Callable[[], Run], runtime: RuntimeConfig, threads: ThreadPolicy,
                  log_path: str, weights_name: str, q: Any, control: Any,
                  report: Any = None, pdeathsig: bool = True) -> None:
     """The learner process's target (spawn): build, restore, catch up, loop, checkpoint.
@@ -326,9 +327,10 @@ def learner_main(make_run: Callable[[], Run], runtime: RuntimeConfig, threads: i
     die_with_parent(pdeathsig)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    torch.set_num_threads(threads)  # before any torch work starts its thread pool
+    governor = threads.apply()  # before any torch work starts its thread pool
     pin(runtime.learner_cpus)
     run = make_run()
+    run.threads = governor
     block = None
     try:
         restore(run)
