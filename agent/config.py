@@ -265,7 +265,6 @@ class LoggerConfig:
                              f"choose one of {', '.join(WANDB_MODES)}")
 
 
-
 PLANNERS = ("cem",)  # agent.act.planner: null (the policy acts) or cem
 
 

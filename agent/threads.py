@@ -73,7 +73,6 @@ class ThreadGovernor:
         self.limit, self.period_s = limit, period_s
         self._busy, self._own, self._clock, self._set = busy, own, clock, set_threads
         self.threads = 1
-        self.changes = 0  # times the count moved after the first setting
         self._mark = self._sample()
 
     def _sample(self) -> tuple[float, float | None, float]:
@@ -109,9 +108,7 @@ class ThreadGovernor:
         threads = min(self.limit, max(1, free))
         if threads != self.threads:
             self._set(threads)
-            self.changes += 1
         self.threads = threads
-
 
 
 @dataclass(frozen=True)

@@ -251,12 +251,12 @@ def evaluate(run: Run) -> dict[str, Any]:
     """Deterministic policy for ``eval_episodes`` on the eval env; logs the figures along with
     the latest update, model and rollout figures."""
     progress, c, planner = run.progress, run.progress.counters, run.agent.planner
-    act = on_reset = None
+    acting: dict[str, Any] = {}
     if planner is not None and run.agent.model.elites:  # the agent is evaluated as it acts
-        act, on_reset = (lambda o: planner.plan(o, run.agent.model.elites)), planner.reset
+        elites = run.agent.model.elites
+        acting = {"act": lambda o: planner.plan(o, elites), "on_reset": planner.reset}
     result = evaluate_policy(run.agent.sac, run.eval_env, run.schedule.eval_episodes,
-                             seed=10_000 + c.env_steps, act=act,
-                             on_reset=on_reset or (lambda: None))
+                             seed=10_000 + c.env_steps, **acting)
     if planner is not None:
         planner.reset()  # the training episode's warm start is gone
     progress.last_eval = {"eval_return": result["mean_return"],

@@ -107,7 +107,7 @@ def train_run(rc: RunConfig, run_dir: Path) -> dict[str, Any]:
     print(f"run: {run_dir} ({rc.task.id}, agent {rc.agent.algo}, backend {rc.backend_name}, "
           f"{rc.runtime.mode}, {rc.trainer.total_steps} env steps, "
           f"{'' if sync else 'learner: '}{threads.describe(governor)})", flush=True)
-    if rc.runtime.mode == "async":
+    if not sync:
         return train_async(rc, run_dir)
     with start_up_errors():
         run = build_run(rc, run_dir)

@@ -298,8 +298,8 @@ class RclpyTransport:
         discovered = self._node.count_subscribers(topic) if pubs else 0
         matched = sum(p.get_subscription_count() for p in pubs)
         if topic in self._subscribed:
-            discovered += self._node.count_publishers(topic)
-            matched += self._node.count_publishers(topic)
+            publishers = self._node.count_publishers(topic)
+            discovered, matched = discovered + publishers, matched + publishers
         return discovered, matched
 
     def poll(self) -> int:
