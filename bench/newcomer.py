@@ -9,7 +9,8 @@ a shared machine. Conditions are interleaved (quiet current, quiet baseline, hog
 baseline) for ``--runs`` rounds; the table gives the median wall time and the ratio of hog to
 quiet per tree.
 
-    .venv/bin/python bench/newcomer.py [--steps N] [--runs 3] [--hogs 1] [--current-only]
+    .venv/bin/python bench/newcomer.py [--steps N] [--runs 3] [--baseline-runs N] [--hogs 1]
+                                       [--current-only]
 
 Prints a table; writes bench/results/newcomer[-<steps>][-current].json and .png.
 """
@@ -93,6 +94,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=None, help="default: each Makefile's STEPS")
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--baseline-runs", type=int, default=None,
+                   help="rounds for the baseline (default: --runs; it takes ~20 min a round)")
     p.add_argument("--hogs", type=int, default=1)
     p.add_argument("--baseline", default="bf5361e")
     p.add_argument("--current-only", action="store_true",
@@ -116,6 +119,8 @@ def main() -> None:
             for i in range(a.runs):
                 for load in ("quiet", "hog"):
                     for name, (cmd, env) in trees.items():
+                        if name != "current" and i >= (a.baseline_runs or a.runs):
+                            continue
                         run_dir = tmp / f"{name.split()[0]}-{load}-{i}"
                         with hogs(a.hogs if load == "hog" else 0):
                             s = timed([*cmd, f"run_dir={run_dir}"], env, tmp)
@@ -125,16 +130,17 @@ def main() -> None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)],
                            check=False, capture_output=True)
     med = {k: float(np.median(v)) for k, v in times.items()}
-    print(f"\n{'':<30} {'median s':>9}   (runs={a.runs}, hogs={a.hogs})")
+    print(f"\n{'':<30} {'median s':>9} {'runs':>5}   (hogs={a.hogs})")
     for k, v in med.items():
-        print(f"{k:<30} {v:9.1f}")
+        print(f"{k:<30} {v:9.1f} {len(times[k]):5d}")
     for name in trees:
         print(f"{name + ': hog / quiet':<30} {med[f'{name}, hog'] / med[f'{name}, quiet']:9.2f}")
     RESULTS.mkdir(exist_ok=True)
     out = ("newcomer" + (f"-{a.steps}" if a.steps else "")
            + ("-current" if a.current_only else ""))
     (RESULTS / f"{out}.json").write_text(json.dumps(
-        {"steps": a.steps, "commands": {k: v[0] for k, v in trees.items()}, "runs": a.runs,
+        {"steps": a.steps, "commands": {k: v[0] for k, v in trees.items()},
+         "runs": {k: len(v) for k, v in times.items()},
          "hogs": a.hogs, "cpus": os.cpu_count(),
          "baseline_commit": git("rev-parse", a.baseline),
          "current_commit": git("rev-parse", "HEAD"),
@@ -153,7 +159,7 @@ def plot(med: dict[str, float], path: Path, a: argparse.Namespace) -> None:
     ax.barh(names, [med[n] for n in names], color=["C0" if "current" in n else "C7"
                                                    for n in names])
     ax.set_xlabel("wall time (s), median")
-    ax.set_title(f"make train: quiet vs {a.hogs} CPU hog(s), median of {a.runs}")
+    ax.set_title(f"make train: quiet vs {a.hogs} CPU hog(s), medians")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
