@@ -286,7 +286,7 @@ class PlannerConfig:
     momentum: float = 0.1  # weight of the old mean/std in each refit (PETS's alpha)
     policy_fraction: float = 0.05  # share of sequences from the SAC policy (TD-MPC2: 24 of 512)
     respect_shield: bool = False  # sequences leaving the shield's limits count as infeasible
-    budget_ms: float = 50.0  # runtime=async: plan time per tick; over it the policy acts
+    budget_ms: float = 50.0  # runtime=async: plan time per tick (<= 80% of it); over: the policy
 
     def __post_init__(self) -> None:
         if self.planner is not None and self.planner not in PLANNERS:

@@ -320,7 +320,8 @@ def acting_state(sac: SAC, ensemble: ProbabilisticEnsemble | None = None,
 
 def load_acting_state(sac: SAC, ensemble: ProbabilisticEnsemble | None,
                       state: dict[str, torch.Tensor]) -> list[int]:
-    """Load :func:`acting_state`'s tensors (the actor process); returns the elites."""
+    """Load :func:`acting_state`'s tensors (the actor process); returns the elites (none
+    while the ensemble is unfitted)."""
     sac.load_acting_state(state)
     if ensemble is None:
         return []

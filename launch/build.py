@@ -133,6 +133,14 @@ def build_planner(rc: RunConfig, env: gym.Env, sac: SAC, model: Model) -> CEMPla
                       limits=planning_limits(env, device) if act.respect_shield else None)
 
 
+def build_actor_planner(rc: RunConfig, env: gym.Env, sac: SAC) -> CEMPlanner | None:
+    """``runtime=async``: the actor's planner over its own CPU copy of the ensemble (fp32),
+    which the learner's published weights refresh; ``None`` when the policy acts."""
+    if rc.agent.act.planner is None:
+        return None
+    return build_planner(rc, env, sac, build_model(rc, env))
+
+
 def planning_limits(env: gym.Env, device: torch.device | str = "cpu") -> Limits:
     """The planner's :class:`Limits` from the shield inside ``env``'s control loop, i.e. from
     the limits file it read (``shield.limits_file``): the task's joints within lower/upper

@@ -20,6 +20,7 @@ from typing import Any
 import gymnasium as gym
 
 from mbpo_arm.agent.checkpoint import latest_checkpoint, step_of
+from mbpo_arm.agent.planning import acting_state
 from mbpo_arm.agent.runtime.actor import Actor
 from mbpo_arm.agent.runtime.config import RuntimeConfig
 from mbpo_arm.agent.runtime.control import UPDATES, make_control
@@ -30,6 +31,7 @@ from mbpo_arm.configs.schema import ConfigError, RunConfig
 from mbpo_arm.hardware.gate import make_gate
 from mbpo_arm.launch.build import (
     attach_status,
+    build_actor_planner,
     build_learner_run,
     build_policy,
     load_policy,
@@ -63,10 +65,12 @@ def run_async(rc: RunConfig, run_dir: Path) -> dict[str, Any]:
         load_policy(policy, rc.init_from)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
     log = open_log(run_dir, obs_dim, act_dim, runtime, rc.resume_options.accept_log_damage)
-    block = create_block(len(flatten(policy.acting_state())))
+    planner = build_actor_planner(actor_rc, env, policy)
+    block = create_block(len(flatten(
+        acting_state(policy, planner.ensemble if planner is not None else None))))
     try:
         actor = Actor(env, policy, log, runtime, WeightsReader(block), make_control(ctx),
-                      rc.agent.sac.learning_starts, rc.seed, gate=gate)
+                      rc.agent.sac.learning_starts, rc.seed, gate=gate, planner=planner)
         attach_status(env, lambda: (actor.steps, int(actor.control[UPDATES])),
                       rc.agent.sac.learning_starts)
         loop = getattr(env.unwrapped, "loop", None)

@@ -140,7 +140,8 @@ class TorchChain:
         if key not in self._cache:
             def t(x: np.ndarray) -> torch.Tensor:
                 return torch.as_tensor(x, dtype=like.dtype, device=like.device)
-            links = [(t(p), t(r), [(h, t(a), t(c), col, fixed, ref)
+            links = [(t(p), t(r), [(h, t(a), t(c), col, fixed, ref, t(_skew(a)),
+                                    t(_skew(a) @ _skew(a)))
                                    for h, a, c, col, fixed, ref in joints])
                      for p, r, joints in self._links]
             self._cache[key] = (links, t(self._site[0]))
@@ -155,23 +156,25 @@ class TorchChain:
         for offset, offset_rot, joints in links:
             pos = pos + (rot @ offset.unsqueeze(-1)).squeeze(-1)
             rot = rot @ offset_rot
-            for is_hinge, axis, anchor, col, fixed, ref in joints:
+            for is_hinge, axis, anchor, col, fixed, ref, k, kk in joints:
                 value = q[..., col] - ref if col is not None else q.new_full(batch, fixed)
                 world_anchor = pos + (rot @ anchor.unsqueeze(-1)).squeeze(-1)
                 if is_hinge:
-                    rot = rot @ _axis_rotation(axis, value)
+                    rot = rot @ _axis_rotation(k, kk, value)
                     pos = world_anchor - (rot @ anchor.unsqueeze(-1)).squeeze(-1)
                 else:
                     pos = pos + value.unsqueeze(-1) * (rot @ axis.unsqueeze(-1)).squeeze(-1)
         return pos + (rot @ site_pos.unsqueeze(-1)).squeeze(-1)
 
 
-def _axis_rotation(axis: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
-    """Rodrigues' formula: ``[..., 3, 3]`` rotations by ``angle`` ``[...]`` about unit ``axis``."""
+def _skew(axis: np.ndarray) -> np.ndarray:
+    """``[3, 3]`` cross-product matrix ``K`` of ``axis`` (``K v = axis x v``)."""
     x, y, z = axis
-    zero = torch.zeros((), dtype=axis.dtype, device=axis.device)
-    k = torch.stack([torch.stack([zero, -z, y]), torch.stack([z, zero, -x]),
-                     torch.stack([-y, x, zero])])
+    return np.array([[0.0, -z, y], [z, 0.0, -x], [-y, x, 0.0]])
+
+
+def _axis_rotation(k: torch.Tensor, kk: torch.Tensor, angle: torch.Tensor) -> torch.Tensor:
+    """Rodrigues' formula: ``[..., 3, 3]`` rotations by ``angle`` ``[...]`` about the unit axis
+    whose cross-product matrix is ``k`` (``kk = k @ k``, both precomputed)."""
     s, c = torch.sin(angle)[..., None, None], torch.cos(angle)[..., None, None]
-    eye = torch.eye(3, dtype=axis.dtype, device=axis.device)
-    return eye + s * k + (1 - c) * (k @ k)
+    return torch.eye(3, dtype=k.dtype, device=k.device) + s * k + (1 - c) * kk

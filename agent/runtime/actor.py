@@ -21,6 +21,13 @@ the last command again, so the command stream never stops), logs no transition, 
 gate; weights and the supervisor's watch run between these ticks as between any others. One
 line on stderr says what the actor waits for; the next episode starts when it is released.
 
+With a planner (``agent.act.planner=cem``) the actor plans on its own copy of the ensemble,
+which reaches it with the policy through the weights double buffer
+(:func:`~agent.planning.acting_state`); a plan that would overrun ``agent.act.budget_ms``
+(at most 80% of the control period) is abandoned and the tick acts with the policy's action
+(for ``agent=pets``, the last plan's next step), counted as ``plan_fallbacks``. Until the
+first fitted ensemble arrives the policy acts (``agent=pets``: random actions).
+
 Measured per tick: period, lateness against the schedule (jitter), missed deadlines, policy
 version lag, queue depth, weight latency (publish to use), transitions per second.
 """
@@ -38,6 +45,7 @@ import numpy as np
 import torch
 
 from mbpo_arm.agent.logger import shield_line
+from mbpo_arm.agent.planning import CEMPlanner, acting_state, load_acting_state
 from mbpo_arm.agent.runtime import control as ctl
 from mbpo_arm.agent.runtime.config import RuntimeConfig
 from mbpo_arm.agent.runtime.console import Console
@@ -45,6 +53,8 @@ from mbpo_arm.agent.runtime.priority import current_cpu, pin, raise_priority, ra
 from mbpo_arm.agent.runtime.replay_log import ReplayLog
 from mbpo_arm.agent.runtime.weights import WeightsReader, unflatten
 from mbpo_arm.agent.sac import SAC
+
+PLAN_SHARE = 0.8  # of the control period a plan may take at most
 
 
 class Schedule:
@@ -129,11 +139,14 @@ class Actor:
         runtime: the runtime settings; ``learning_starts``: random actions before this many steps.
         reader: new weights from the learner; ``control``: the shared control block.
         seed: seeds the first reset and the random actions.
+        gate: what releases the wait after an episode's reset (``None``: no wait).
+        planner: CEM-MPC over the actor's own ensemble, which the weights refresh (``None``:
+            the policy acts).
     """
 
     def __init__(self, env: gym.Env, policy: SAC, log: ReplayLog, runtime: RuntimeConfig,
                  reader: WeightsReader, control: Any, learning_starts: int, seed: int,
-                 gate: Any = None) -> None:
+                 gate: Any = None, planner: CEMPlanner | None = None) -> None:
         if gate is not None and not hasattr(env.unwrapped, "hold"):
             raise ValueError(f"runtime.episode_gate={runtime.episode_gate} needs a robot task "
                              "(ArmReach-*) that can hold position between episodes; "
@@ -147,7 +160,12 @@ class Actor:
         self.rng = np.random.default_rng([seed, log.next_seq])
         self.seed = seed + log.next_seq
         self.schedule = Schedule(runtime.period, runtime.spin_s, runtime.miss_tolerance)
-        self._template = {k: v.clone() for k, v in policy.acting_state().items()}
+        self.planner = planner
+        self.ensemble = planner.ensemble if planner is not None else None
+        self.elites: list[int] = []  # the published ensemble's; empty until its first fit
+        self.plan_fallbacks = 0  # ticks whose plan overran agent.act.budget_ms
+        self._template = {k: v.clone()
+                          for k, v in acting_state(policy, self.ensemble).items()}
         log.on_written = self._written
         self.obs: np.ndarray | None = None
         self.episodes, self.ticks, self.dropped = 0, 0, 0
@@ -233,13 +251,30 @@ class Actor:
             self.obs = next_obs
 
     def choose_action(self, obs: np.ndarray) -> np.ndarray:
-        """Zeros while holding, uniform before ``learning_starts``, else the policy."""
+        """Zeros while holding, uniform before ``learning_starts``, else the planner once
+        the ensemble is fitted, else the policy (``agent=pets``: uniform)."""
         shape = self.env.action_space.shape
         if self.hold:
             return np.zeros(shape, dtype=np.float32)
-        if self.log.next_seq < self.learning_starts:
+        planner = self.planner
+        if self.log.next_seq >= self.learning_starts and planner is not None and self.elites:
+            return self.plan(obs)
+        if self.log.next_seq < self.learning_starts or (planner and planner.policy is None):
             return self.rng.uniform(-1.0, 1.0, shape).astype(np.float32)
         return self.policy.act(obs)
+
+    def plan(self, obs: np.ndarray) -> np.ndarray:
+        """The planner's action within its budget; over it, the policy's (for ``agent=pets``
+        the last plan's next step), counted. The budget is ``agent.act.budget_ms``, at most
+        :data:`PLAN_SHARE` of the control period (the rest is the step's, the log's and the
+        weights poll's)."""
+        planner = self.planner
+        budget_s = min(planner.cfg.budget_ms / 1e3, PLAN_SHARE * self.runtime.period)
+        action = planner.plan(obs, self.elites, budget_s=budget_s)
+        if action is not None:
+            return action
+        self.plan_fallbacks += 1
+        return planner.fallback_action() if planner.policy is None else self.policy.act(obs)
 
     def between_ticks(self) -> None:
         """Weights, metrics and, with slack left, a young-generation GC pass."""
@@ -264,7 +299,8 @@ class Actor:
         if got is None:
             return False
         vector, _, stamp = got
-        self.policy.load_acting_state(unflatten(vector, self._template))
+        self.elites = load_acting_state(self.policy, self.ensemble,
+                                        unflatten(vector, self._template))
         self.weight_latency.append((time.monotonic_ns() - stamp) / 1e9)
         self.versions_applied += 1
         return True
@@ -303,6 +339,8 @@ class Actor:
     def _reset(self, seed: int | None = None) -> None:
         self.obs, _ = self.env.reset(seed=seed)
         self.schedule.restart()
+        if self.planner is not None:
+            self.planner.reset()  # no warm start across episodes
 
     def _begin_wait(self) -> None:
         self.gate.arm()
@@ -343,7 +381,14 @@ class Actor:
                 "shield": dict(self.shield_counts),
                 "reset_timeouts": self.extra_stats().get("reset_timeouts", 0),
                 "gate_waits": self.gate_waits, "gated_ticks": self.gated_ticks,
-                "gated_s": self.gated_s}
+                "gated_s": self.gated_s, **self.planning_figures()}
+
+    def planning_figures(self) -> dict[str, Any]:
+        """Plan time per action (ms p50/p99), plans, overruns and the ticks that fell back
+        to the policy; empty without a planner."""
+        if self.planner is None:
+            return {}
+        return {**self.planner.figures(), "plan_fallbacks": self.plan_fallbacks}
 
     def series(self) -> dict[str, np.ndarray]:
         """This process's raw per-tick series (seconds): ``period`` and ``lateness``

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from mbpo_arm.agent.checkpoint import CheckpointError, Diverged
+from mbpo_arm.agent.planning import acting_state
 from mbpo_arm.agent.run import Run, restore, save_run
 from mbpo_arm.agent.runtime import control as ctl
 from mbpo_arm.agent.runtime.config import RuntimeConfig
@@ -227,7 +228,9 @@ class Learner:
             return
         sac = self.agent.sac
         version = max(sac.updates, int(self.control[ctl.PUBLISHED]) + 1)
-        self.publisher.publish(flatten(sac.acting_state()), version)
+        model = self.agent.model if self.agent.planner is not None else None
+        state = acting_state(sac, model.ensemble if model else None, model.elites if model else ())
+        self.publisher.publish(flatten(state), version)
         self.control[ctl.PUBLISHED] = version
         self.updates_published, self.t_publish = updates, time.monotonic()
 

@@ -87,6 +87,37 @@ def test_batched_forward_equals_per_member_computation() -> None:
     torch.testing.assert_close(lv_sub, log_var[sub])
 
 
+
+def test_the_members_kept_for_a_subset_follow_every_weight_change() -> None:
+    """The elites' gathered weights are reused between no-grad calls only while no parameter
+    changed: an optimizer step, a ``load_state_dict`` and another subset each show at once."""
+    torch.manual_seed(0)
+    model = ProbabilisticEnsemble(3, 2, EnsembleConfig(**SMALL))
+    x, sub = torch.randn(2, 8, 5), torch.tensor([3, 1])
+
+    def subset_forward(members: torch.Tensor = sub) -> torch.Tensor:
+        with torch.no_grad():
+            return model(x, members)[0]
+
+    def full_forward(members: torch.Tensor = sub) -> torch.Tensor:
+        with torch.no_grad():
+            return model(x.new_zeros(5, 8, 5).index_copy(0, members, x))[0][members]
+
+    first = subset_forward()
+    torch.testing.assert_close(first, full_forward())
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    model.loss(torch.randn(5, 8, 5), torch.randn(5, 8, 3)).backward()
+    opt.step()
+    stepped = subset_forward()
+    assert not torch.allclose(stepped, first)
+    torch.testing.assert_close(stepped, full_forward())
+    fresh = ProbabilisticEnsemble(3, 2, EnsembleConfig(**SMALL))
+    model.load_state_dict(fresh.state_dict())
+    torch.testing.assert_close(subset_forward(), full_forward())
+    other = torch.tensor([0, 2])
+    torch.testing.assert_close(subset_forward(other), full_forward(other))
+
+
 def test_members_are_independent() -> None:
     torch.manual_seed(0)
     model = ProbabilisticEnsemble(2, 2, EnsembleConfig(**SMALL))

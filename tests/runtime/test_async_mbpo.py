@@ -45,3 +45,26 @@ def test_the_learner_evaluates_and_ends_the_run_at_the_target(tmp_path: Path) ->
     n = stats["actor_steps"]
     assert stats["reached_target_at"] <= n < total, "the run did not stop at the target"
     check_nothing_lost(run, n, stats)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("budget_ms, all_fall_back", [(1e-3, True), (1e4, False)])
+def test_the_async_actor_plans_on_the_published_ensemble(tmp_path: Path, budget_ms: float,
+                                                         all_fall_back: bool) -> None:
+    """``agent.act.planner=cem`` in async mode: the ensemble reaches the actor with the
+    policy (it plans once the first fit is published); a plan over ``agent.act.budget_ms``
+    falls back to the policy for that tick and is counted; nothing is lost either way."""
+    run, total = tmp_path / "run", 7 * HZ
+    quick = [o for o in QUICK if not o.startswith("agent=")]
+    stats = finish(start(*quick, *TINY_MBPO, "agent.act.planner=cem", "agent.act.population=32",
+                         "agent.act.iterations=1", "agent.act.horizon=1",
+                         f"agent.act.budget_ms={budget_ms}",
+                         f"trainer.total_steps={total}", f"run_dir={run}"), run)
+    check_nothing_lost(run, total, stats)
+    # the first fit is at step 100 and published with the next weights; plans follow it
+    assert 0 < stats["plans"] < total - 100
+    assert stats["plan_overruns"] == stats["plan_fallbacks"]
+    if all_fall_back:
+        assert stats["plan_fallbacks"] == stats["plans"]
+    else:  # the budget is then 80% of the 20 ms tick: plans (~3 ms) complete but for hiccups
+        assert stats["plan_fallbacks"] <= stats["plans"] // 10 and stats["plan_ms_p50"] > 0
