@@ -160,7 +160,8 @@ def main() -> None:
 def report(result: dict, a: argparse.Namespace) -> None:
     """The tables, ``<out>.json`` and, with training runs, ``<out>.png`` (the curves)."""
     for task, t in result.items():
-        print(f"\n{task}: env steps to {t['metric']} >= {t['target']} (seeds {a.seeds}); "
+        seeds = "no training runs" if a.timing_only else f"seeds {a.seeds}"
+        print(f"\n{task}: env steps to {t['metric']} >= {t['target']} ({seeds}); "
               f"plan time per action at {HZ} Hz, 1 thread")
         print(f"{'agent':<17} {'median steps':>12} {'per seed':>22} {'shield/1k':>10} "
               f"{'plan p50 ms':>11} {'p99 ms':>8} {'fallback':>9}")
@@ -205,7 +206,8 @@ def plot(result: dict, path: Path) -> None:
         ax.set_title(f"{task}: {t['metric']}")
         ax.set_xlabel("env steps")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
