@@ -86,15 +86,18 @@ class ProbabilisticEnsemble(nn.Module):
         each time took a fifth of it."""
         tensors = [t for layer in self.layers for t in (layer.bias, layer.weight)]
         tensors += [self.min_log_var, self.max_log_var]
+
+        def gather() -> tuple:
+            picked = [t[members] for t in tensors]
+            return tuple(zip(picked[::2], picked[1::2], strict=True))
+
+        if torch.is_grad_enabled():
+            return gather()
         key = (tuple(members.tolist()), members.device,
                tuple((t._version, t.data_ptr()) for t in tensors))
-        if not torch.is_grad_enabled() and self._subset is not None and self._subset[0] == key:
-            return self._subset[1]
-        picked = tuple(t[members] for t in tensors)
-        subset = tuple(zip(picked[::2], picked[1::2], strict=True))
-        if not torch.is_grad_enabled():
-            self._subset = (key, subset)
-        return subset
+        if self._subset is None or self._subset[0] != key:
+            self._subset = (key, gather())
+        return self._subset[1]
 
     def bound_loss(self) -> torch.Tensor:
         """``0.01 (sum max_log_var - sum min_log_var)``: keeps the learned bounds tight

@@ -118,7 +118,8 @@ class TorchChain:
             b = int(model.body_parentid[b])
         hinge, slide = int(mujoco.mjtJoint.mjJNT_HINGE), int(mujoco.mjtJoint.mjJNT_SLIDE)
         # One entry per body: (offset pos [3], offset rot [3, 3], joints on it), root first.
-        # Each joint: (is_hinge, axis [3], anchor [3], column of q or None, fixed angle).
+        # Each joint: (is_hinge, axis [3], anchor [3], column of q or None, fixed angle,
+        # qpos0, the axis's cross-product matrix [3, 3] for Rodrigues' formula).
         self._links = []
         for b in reversed(bodies):
             joints = []
@@ -130,7 +131,7 @@ class TorchChain:
                                      "hinge nor slide; TorchChain handles 1-DoF joints only")
                 joints.append((kind == hinge, model.jnt_axis[j].copy(), model.jnt_pos[j].copy(),
                                column.get(j), float(qpos[adr] - model.qpos0[adr]),
-                               float(model.qpos0[adr])))
+                               float(model.qpos0[adr]), _skew(model.jnt_axis[j])))
             self._links.append((model.body_pos[b].copy(), _mat(model.body_quat[b]), joints))
         self._site = (model.site_pos[site_id].copy(), _mat(model.site_quat[site_id]))
         self._cache: dict[tuple[torch.device, torch.dtype], tuple] = {}
@@ -140,9 +141,8 @@ class TorchChain:
         if key not in self._cache:
             def t(x: np.ndarray) -> torch.Tensor:
                 return torch.as_tensor(x, dtype=like.dtype, device=like.device)
-            links = [(t(p), t(r), [(h, t(a), t(c), col, fixed, ref, t(_skew(a)),
-                                    t(_skew(a) @ _skew(a)))
-                                   for h, a, c, col, fixed, ref in joints])
+            links = [(t(p), t(r), [(h, t(a), t(c), col, fixed, ref, t(k), t(k @ k))
+                                   for h, a, c, col, fixed, ref, k in joints])
                      for p, r, joints in self._links]
             self._cache[key] = (links, t(self._site[0]))
         return self._cache[key]

@@ -226,10 +226,10 @@ class Learner:
             since > 0 and time.monotonic() - self.t_publish >= self.runtime.publish_every_s)
         if not (force or due):
             return
-        sac = self.agent.sac
+        sac, model = self.agent.sac, self.agent.model
         version = max(sac.updates, int(self.control[ctl.PUBLISHED]) + 1)
-        model = self.agent.model if self.agent.planner is not None else None
-        state = acting_state(sac, model.ensemble if model else None, model.elites if model else ())
+        state = acting_state(sac, model.ensemble, model.elites) if self.agent.planner \
+            else sac.acting_state()  # a planning actor needs the ensemble too
         self.publisher.publish(flatten(state), version)
         self.control[ctl.PUBLISHED] = version
         self.updates_published, self.t_publish = updates, time.monotonic()
