@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip || echo "make: upgrading pip failed; going on with the venv's pip"
 	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[dev,docs]"
+	$(PY) -m pip install -q -e ".[dev,docs,ray]"
 	touch $@
 
 train: install

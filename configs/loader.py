@@ -23,6 +23,7 @@ from mbpo_arm.configs.schema import (
     ConfigError,
     ResumeOptions,
     RunConfig,
+    dict_keys,
     options,
     register,
     validate,
@@ -38,6 +39,9 @@ def compose(overrides: list[str]) -> tuple[DictConfig, str]:
     backend = next((o.split("=", 1)[1] for o in overrides if o.startswith("backend=")), None)
     if robot not in (None, "null") and backend != "serial":
         raise ConfigError(f"robot={robot} is a serial-bus arm; add --backend serial")
+    # A dict key's value (runtime.ray.learner_resources={gpu_box: 1}) replaces its dict:
+    # plain Hydra merges it into the (empty, struct) default and refuses every new key.
+    overrides = [f"++{o}" if o.split("=", 1)[0] in dict_keys() else o for o in overrides]
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
             cfg = hydra_compose("train", overrides=overrides, return_hydra_config=True)

@@ -9,7 +9,9 @@ restate them) and turns any problem into a one-line :class:`ConfigError` naming 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import typing
 from dataclasses import dataclass, field, fields, replace
 from importlib.resources import files
 from pathlib import Path
@@ -136,6 +138,20 @@ def register() -> None:
     for group, schemas in SCHEMA_OPTIONS.items():
         for name, schema in schemas.items():
             store.store(group=group, name=name, node=schema)
+
+
+@functools.cache
+def dict_keys(schema: type | None = None, prefix: str = "") -> frozenset[str]:
+    """The dotted keys of the run's schema whose values are dicts (e.g.
+    ``runtime.ray.learner_resources``)."""
+    found: set[str] = set()
+    for f in fields(schema or RunConfig):
+        hint = typing.get_type_hints(schema or RunConfig)[f.name]
+        if typing.get_origin(hint) is dict:
+            found.add(prefix + f.name)
+        elif dataclasses.is_dataclass(hint):
+            found |= dict_keys(hint, f"{prefix}{f.name}.")
+    return frozenset(found)
 
 
 def options(group: str) -> list[str]:

@@ -43,6 +43,7 @@ from mbpo_arm.launch.build import (
     start_up_errors,
     thread_policy,
 )
+from mbpo_arm.launch.ray_runtime import run_ray
 from mbpo_arm.launch.runtime import LOG_FILE, run_async
 from mbpo_arm.launch.video import CaptionedVideo, hold_episode_ends, write_gif
 
@@ -151,7 +152,7 @@ def train_async(rc: RunConfig, run_dir: Path) -> dict[str, Any]:
     if rc.resume and finished(run_dir, done, rc.trainer.total_steps):
         return {}
     try:
-        stats = run_async(rc, run_dir)
+        stats = run_ray(rc, run_dir) if rc.runtime.mode == "ray" else run_async(rc, run_dir)
     except RobotError as err:  # the bus or the driver failed mid-run: the log holds it all
         raise RobotError(f"{err}; every transition collected is in {run_dir / LOG_FILE}; "
                          f"continue with: mbpo-arm train resume={run_dir}") from err

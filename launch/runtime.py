@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import multiprocessing as mp
 import sys
+from collections.abc import Callable
 from functools import partial
+from multiprocessing.context import BaseContext
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,23 @@ LOG_FILE = "replay.log"
 def run_async(rc: RunConfig, run_dir: Path) -> dict[str, Any]:
     """Run ``rc`` with the actor at ``runtime.control_hz`` and a background learner until
     ``trainer.total_steps`` logged transitions; returns the runtime figures."""
+    ctx = mp.get_context("spawn")
+
+    def supervise(actor: Actor, runtime: RuntimeConfig, block: Any) -> dict[str, Any]:
+        make_run = partial(build_learner_run, slow_resets(rc), str(run_dir))
+        supervisor = Supervisor(actor, runtime, make_run, Path(run_dir), block.name, ctx,
+                                threads=thread_policy(rc))
+        return supervisor.run(rc.trainer.total_steps)
+
+    return run_with_actor(rc, run_dir, supervise, ctx)
+
+
+def run_with_actor(rc: RunConfig, run_dir: Path,
+                   supervise: Callable[[Actor, RuntimeConfig, Any], dict[str, Any]],
+                   ctx: BaseContext) -> dict[str, Any]:
+    """Build the fixed-rate actor of ``rc`` (its env, policy, planner, log in ``run_dir``,
+    weights block and control block) and hand it to ``supervise(actor, runtime, block)``,
+    which runs it and keeps it fed with weights; closes everything after."""
     runtime = rc.runtime
     if not rc.task.id.startswith("ArmReach") and runtime.pacing == "robot":
         runtime = dataclasses.replace(runtime, pacing="actor")  # gym tasks do not wait
@@ -52,7 +71,6 @@ def run_async(rc: RunConfig, run_dir: Path) -> dict[str, Any]:
         raise ConfigError(f"runtime.pacing=actor is for the twin; backend={rc.backend_name}'s "
                           "control loop keeps the clock: use runtime.pacing=robot")
     run_dir = Path(run_dir)
-    ctx = mp.get_context("spawn")
     actor_rc = dataclasses.replace(slow_resets(rc), device="cpu")
     check_gate(runtime, rc)  # before a port opens
     env, policy = build_policy(actor_rc, realtime=runtime.pacing == "robot")
@@ -77,10 +95,7 @@ def run_async(rc: RunConfig, run_dir: Path) -> dict[str, Any]:
         if loop is not None:  # a reset move's ticks are the actor's ticks too
             loop.between = actor.between_reset_ticks
             actor.extra_stats = loop.stats
-        make_run = partial(build_learner_run, slow_resets(rc), str(run_dir))
-        supervisor = Supervisor(actor, runtime, make_run, run_dir, block.name, ctx,
-                                threads=thread_policy(rc))
-        return supervisor.run(rc.trainer.total_steps)
+        return supervise(actor, runtime, block)
     finally:
         log.close()
         env.close()
@@ -122,8 +137,10 @@ def open_log(run_dir: Path, obs_dim: int, act_dim: int, runtime: RuntimeConfig,
     """The run's replay log, checked against the newest checkpoint (which
     :func:`~launch.commands.check_resume` verified): a new log starts at its step (a run that
     switches from the sync loop); damage the checkpoint holds is reported and kept as it is;
-    damage after it is refused in one line unless ``resume.accept_log_damage=true``."""
-    ckpt = latest_checkpoint(run_dir)
+    damage after it is refused in one line unless ``resume.accept_log_damage=true``. With
+    ``runtime=ray`` the log numbers this source's transitions only (the learner's checkpoint
+    counts every source's), so it is checked as a whole."""
+    ckpt = latest_checkpoint(run_dir) if runtime.mode != "ray" else None
     ckpt_steps = step_of(ckpt) if ckpt is not None else 0
     try:
         return ReplayLog.open(run_dir / LOG_FILE, obs_dim, act_dim,

@@ -1,11 +1,12 @@
-"""How a run is executed: the synchronous loop of :mod:`agent.train`, or an actor at a fixed
-rate with a learner in a background process (:mod:`agent.runtime.supervisor`)."""
+"""How a run is executed: the synchronous loop of :mod:`agent.train`, an actor at a fixed
+rate with a learner in a background process (:mod:`agent.runtime.supervisor`), or the same
+actor with the learner (and any twins) as Ray actors (:mod:`launch.ray_runtime`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-MODES = ("sync", "async")
+MODES = ("sync", "async", "ray")
 PACING = ("robot", "actor")
 ON_DEATH = ("act", "hold")
 RESETS = ("env",)
@@ -14,10 +15,45 @@ PRIORITIES = ("fifo", "nice", "normal")  # agent.runtime.priority
 
 
 @dataclass
+class RayConfig:
+    """``runtime.ray``: where the learner and the twins run (``runtime=ray``)."""
+
+    address: str | None = None  # null: start a local Ray instance; auto or host:port: join one
+    namespace: str = "mbpo-arm"  # Ray namespace of the run's named learner
+    learner_name: str = "mbpo-learner"  # a second mbpo-arm process with this name joins it
+    source: str = "robot"  # this process's name as a source of transitions (one per arm)
+    learner_dir: str | None = None  # the learner's run directory on its node; null: run_dir
+    learner_num_cpus: float = 1.0  # what Ray reserves for the learner (it places it by these)
+    learner_num_gpus: float = 0.0  # 1: a node with a GPU (then set device=cuda)
+    learner_resources: dict[str, float] = field(default_factory=dict)  # custom, e.g. {gpu_box: 1}
+    twins: int = 0  # Ray actors stepping a twin unpaced with the latest weights
+    twin_num_cpus: float = 1.0
+    twin_resources: dict[str, float] = field(default_factory=dict)
+    twin_noise: float = 0.1  # Gaussian action noise of twin i: twin_noise * (i + 1) / twins
+    batch_records: int = 500  # most transitions per shipped batch
+    ship_every_s: float = 0.1  # a helper thread ships the log's new records this often
+    call_timeout_s: float = 1.0  # one call to the learner; later: counted lost, tried again
+    lost_after_s: float = 2.0  # no answer this long: the learner counts as gone (on_death)
+    weights_every_s: float = 0.2  # how often the weights thread asks for newer weights
+
+    def __post_init__(self) -> None:
+        for name in ("learner_num_cpus", "learner_num_gpus", "twin_num_cpus", "twin_noise"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"runtime.ray.{name} must be >= 0, got {getattr(self, name)}")
+        if self.twins < 0:
+            raise ValueError(f"runtime.ray.twins must be >= 0, got {self.twins}")
+        for name in ("batch_records", "ship_every_s", "call_timeout_s", "lost_after_s",
+                     "weights_every_s"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"runtime.ray.{name} must be > 0, got {getattr(self, name)}")
+
+
+@dataclass
 class RuntimeConfig:
     """The ``runtime`` group (``configs/runtime/``); only ``mode=async`` reads the rest."""
 
-    mode: str = "sync"  # sync: agent.train's loop; async: fixed-rate actor + learner process
+    mode: str = "sync"  # sync: agent.train's loop; async: fixed-rate actor + learner process;
+    #   ray: the same actor, the learner (and runtime.ray.twins) as Ray actors
     control_hz: float = 20.0  # the control rate of every backend (the one key), sync or async
     pacing: str = "robot"  # async: robot: the control loop waits for each tick (the twin in
     #   real time; hardware always); actor: the twin unpaced, the actor waits
@@ -45,6 +81,7 @@ class RuntimeConfig:
     learner_cpus: list[int] | None = None  # pin the learner; null: the CPUs the actor leaves
     gc_every_ticks: int = 20  # gc.collect(0) between ticks this often, when there is slack
     stop_timeout_s: float = 120.0  # how long shutdown waits for the learner's last checkpoint
+    ray: RayConfig = field(default_factory=RayConfig)  # runtime=ray only
 
     def __post_init__(self) -> None:
         choices = (("mode", MODES), ("pacing", PACING), ("on_learner_death", ON_DEATH),
@@ -73,10 +110,10 @@ class RuntimeConfig:
         if self.episode_gate is not None and self.episode_gate not in GATES:
             raise ValueError(f"runtime.episode_gate={self.episode_gate!r} is not allowed; "
                              f"choose one of {', '.join(GATES)} or null")
-        if self.episode_gate is not None and self.mode != "async":
-            raise ValueError(f"runtime.episode_gate={self.episode_gate} needs runtime=async (the "
-                             "fixed-rate actor holds position while it waits); runtime=sync "
-                             "has no gate")
+        if self.episode_gate is not None and self.mode == "sync":
+            raise ValueError(f"runtime.episode_gate={self.episode_gate} needs runtime=async "
+                             "or ray (the fixed-rate actor holds position while it waits); "
+                             "runtime=sync has no gate")
         if self.episode_gate == "file" and not self.gate_file:
             raise ValueError("runtime.episode_gate=file needs runtime.gate_file=<path>")
 

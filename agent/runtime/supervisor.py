@@ -43,6 +43,32 @@ STATS_FILE = "runtime_stats.json"
 TICKS_FILE = "runtime_ticks.npz"
 
 
+def spawn_learner(ctx: BaseContext, make_run: Callable[[], Any], runtime: RuntimeConfig,
+                  threads: ThreadPolicy, log_path: Path, weights_name: str, control: Any
+                  ) -> tuple[Any, Any, Any]:
+    """Start a learner process on ``log_path`` (it restores from its run's newest checkpoint
+    and reads the log up to ``control[ACTOR_STEPS]``) with a fresh queue; returns ``(process,
+    queue, reports)``, ``reports`` the receiving end of its failure pipe."""
+    q = ctx.Queue(runtime.queue_size)
+    control[ctl.READY] = 0
+    reports, send = ctx.Pipe(duplex=False)
+    main = threading.current_thread() is threading.main_thread()  # see die_with_parent
+    proc = ctx.Process(target=learner_main, name="mbpo-learner", daemon=True,
+                       args=(make_run, runtime, threads, str(log_path), weights_name, q,
+                             control, send, main))
+    proc.start()
+    send.close()  # the child has its copy
+    return proc, q, reports
+
+
+def drop_queue(q: Any) -> None:
+    """Close a learner's queue without waiting for its feeder (it may be stuck on a full
+    pipe: the learner that would have emptied it is dead)."""
+    if q is not None:
+        q.cancel_join_thread()
+        q.close()
+
+
 class Supervisor:
     """Runs ``actor`` until ``total_steps`` (or a signal), keeping a learner alive.
 
@@ -76,26 +102,17 @@ class Supervisor:
     def start_learner(self) -> None:
         """A fresh queue and a new learner process (restores and catches up by itself)."""
         self._drop_queue()
-        self.queue = self.ctx.Queue(self.runtime.queue_size)
-        self.control[ctl.READY] = 0
-        self.reports, send = self.ctx.Pipe(duplex=False)
-        main = threading.current_thread() is threading.main_thread()  # see die_with_parent
-        self.proc = self.ctx.Process(
-            target=learner_main, name="mbpo-learner", daemon=True,
-            args=(self.make_run, self.runtime, self.threads, str(self.actor.log.path),
-                  self.weights_name, self.queue, self.control, send, main))
-        self.proc.start()
-        send.close()  # the child has its copy
+        self.proc, self.queue, self.reports = spawn_learner(
+            self.ctx, self.make_run, self.runtime, self.threads, self.actor.log.path,
+            self.weights_name, self.control)
         atomic_write_text(self.run_dir / PID_FILE, str(self.proc.pid))
         self.actor.queue = self.queue
         self.died_at = None
 
     def _drop_queue(self) -> None:
-        if self.queue is not None:
-            self.actor.queue = None
-            self.queue.cancel_join_thread()  # its feeder may be stuck on a full pipe
-            self.queue.close()
-            self.queue = None
+        self.actor.queue = None
+        drop_queue(self.queue)
+        self.queue = None
 
     def watch(self) -> None:
         """Between ticks: notice a dead learner, hold or act, restart after the delay."""
@@ -175,6 +192,10 @@ class Supervisor:
         self.proc.kill()
         return False
 
+    def extra_figures(self) -> dict[str, Any]:
+        """More figures for ``runtime_stats.json`` (a subclass's)."""
+        return {}
+
     def report(self, clean: bool) -> dict[str, Any]:
         """Counts of the log, the actor and the learner, plus the actor's figures."""
         log = self.actor.log
@@ -192,7 +213,7 @@ class Supervisor:
                  "learner_events": self.learner_events,
                  "learner_exitcodes": self.learner_exitcodes, "clean_stop": clean,
                  "learner_error": self.failure[1] if self.failure else None,
-                 "signal": getattr(self, "signal", None)}
+                 "signal": getattr(self, "signal", None), **self.extra_figures()}
         atomic_write_text(self.run_dir / STATS_FILE, json.dumps(stats, indent=1))
         atomic_save_npz(self.run_dir / TICKS_FILE, **self.actor.series())
         return stats
