@@ -197,9 +197,15 @@ def build_learner_run(rc: RunConfig, run_dir: str) -> Run:
     The learner never drives hardware: for a serial or ROS 2 arm its env is the arm's twin
     (the same spaces and task functions; evaluations run there), so that only the actor's
     process opens the port or joins the arm's topics."""
-    if rc.backend_name not in SIMULATED_BACKENDS:
-        rc = dataclasses.replace(rc, backend_name="mujoco", backend=twin_config_of(rc.backend))
-    return build_run(rc, Path(run_dir))
+    return build_run(twin_run_config(rc), Path(run_dir))
+
+
+def twin_run_config(rc: RunConfig) -> RunConfig:
+    """``rc`` on a simulated backend: a hardware arm's becomes the mujoco backend of its
+    twin (the same spaces and task functions)."""
+    if rc.backend_name in SIMULATED_BACKENDS:
+        return rc
+    return dataclasses.replace(rc, backend_name="mujoco", backend=twin_config_of(rc.backend))
 
 
 def slow_resets(rc: RunConfig) -> RunConfig:

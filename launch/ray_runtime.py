@@ -33,7 +33,12 @@ from mbpo_arm.agent.runtime.ray_link import Link, call
 from mbpo_arm.agent.runtime.supervisor import Supervisor
 from mbpo_arm.agent.runtime.weights import WeightsPublisher, flatten
 from mbpo_arm.configs.schema import ConfigError, RunConfig
-from mbpo_arm.launch.build import build_learner_run, slow_resets, thread_policy
+from mbpo_arm.launch.build import (
+    build_learner_run,
+    slow_resets,
+    thread_policy,
+    twin_run_config,
+)
 from mbpo_arm.launch.runtime import run_with_actor
 
 INTAKE_DIR = "intake"  # in the learner's run directory: the merged log and its ledger
@@ -121,7 +126,7 @@ class RaySupervisor(Supervisor):
     def _twin(self, ray: Any, index: int) -> Any:
         from mbpo_arm.launch.ray_actors import TwinActor
 
-        rc = self.rc if self.rc.backend_name == "mujoco" else twin_run_config(self.rc)
+        rc = twin_run_config(self.rc)
         return ray.remote(TwinActor).options(
             max_restarts=-1, max_concurrency=2, num_cpus=self.cfg.twin_num_cpus,
             resources=dict(self.cfg.twin_resources)).remote(rc, index, self.host)
@@ -185,10 +190,3 @@ class RaySupervisor(Supervisor):
                         "sources": status.get("sources"), "starts": status.get("starts"),
                         "learner_processes": status.get("learner_starts"),
                         "twins": getattr(self, "twin_figures", [])}}
-
-
-def twin_run_config(rc: RunConfig) -> RunConfig:
-    """``rc`` for a twin of a hardware arm: the mujoco backend of its twin config."""
-    from mbpo_arm.launch.build import twin_config_of
-
-    return dataclasses.replace(rc, backend_name="mujoco", backend=twin_config_of(rc.backend))
