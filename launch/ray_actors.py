@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from mbpo_arm.agent.runtime import control as ctl
+from mbpo_arm.agent.runtime.actor import percentiles
 from mbpo_arm.agent.runtime.config import RuntimeConfig
 from mbpo_arm.agent.runtime.intake import Intake
 from mbpo_arm.agent.runtime.learner import FATAL_EXIT
@@ -73,6 +74,8 @@ class LearnerHost:
         self.reports: Any = None
         self.starts: dict[str, int] = {}  # source -> how many times it said hello
         self.source_pids: dict[str, int | None] = {}  # source -> its process, as it said
+        self.contact: dict[str, float] = {}  # source -> when it last called (monotonic s)
+        self.done: set[str] = set()  # the listed arms that have finished
         self.learner_starts, self.failure = 0, None
         self._start_learner()
         threading.Thread(target=self._watch, daemon=True, name="mbpo-learner-watch").start()
@@ -102,9 +105,30 @@ class LearnerHost:
             self._start_learner()
 
     # ------------------------------------------------------------------ the sources
+    def admits(self, source: str) -> str | None:
+        """``None`` when ``source`` may feed this learner, else why not (one line)."""
+        robots = self.runtime.ray.robots
+        if not robots or source in robots or source.startswith("twin"):
+            return None
+        return (f"the learner {self.runtime.ray.learner_name!r} takes the arms "
+                f"runtime.ray.robots={list(robots)}, not runtime.ray.source={source}: use one "
+                "of those names, or list this arm in the run that starts the learner")
+
+    def finished(self, source: str) -> None:
+        """Arm ``source`` has shipped everything and stopped."""
+        self.done.add(source)
+
+    def waiting_for(self) -> list[str]:
+        """The listed arms still running: joined, not finished, heard from within
+        ``10 x lost_after_s`` (an arm gone longer is not waited for)."""
+        quiet = 10 * self.runtime.ray.lost_after_s
+        return [s for s in self.runtime.ray.robots if s in self.contact and s not in self.done
+                and time.monotonic() - self.contact[s] < quiet]
+
     def hello(self, source: str, pid: int | None = None) -> dict[str, Any]:
         """A source (re)starting (in process ``pid``): its acknowledged seq and this host's
         identity."""
+        self.contact[source] = time.monotonic()
         self.starts[source] = self.starts.get(source, 0) + 1
         self.source_pids[source] = pid
         return {"acked": self.intake.acked(source), "instance": self.instance,
@@ -121,6 +145,7 @@ class LearnerHost:
         acknowledgement (``since > acked``: records in between were never committed here, e.g.
         after a restart on an empty disk) is refused: the source re-sends from the returned
         acknowledgement. Returns the acknowledgement after the commit."""
+        self.contact[source] = time.monotonic()
         if since > self.intake.acked(source):
             return self.intake.acked(source)
         acked, raws = self.intake.append(source, records)
@@ -133,10 +158,13 @@ class LearnerHost:
                 break
         return acked
 
-    def poll(self, instance: str | None = None, version: int = -1) -> dict[str, Any]:
+    def poll(self, instance: str | None = None, version: int = -1,
+             source: str | None = None) -> dict[str, Any]:
         """The learner's status and, when this host (``instance``) has weights newer than
         ``version``, ``weights = (vector [N] float32, version, age_s)`` (age: since they were
-        published here)."""
+        published here). ``source``: the arm asking (it counts as heard from)."""
+        if source is not None:
+            self.contact[source] = time.monotonic()
         with self.read_lock:  # calls come from several threads (max_concurrency)
             got = self.reader.poll()
             if got is not None:
@@ -203,6 +231,7 @@ class TwinActor:
         self.template = {k: v.clone() for k, v in self.policy.acting_state().items()}
         self.figures: dict[str, Any] = {"source": self.source, "steps": 0, "shipped": 0,
                                         "failed_calls": 0, "weights": 0, "waits": 0}
+        self.weight_age: list[float] = []  # s from the host's publish to the load here
         self.stopping = threading.Event()
         threading.Thread(target=self._run, daemon=True, name=f"mbpo-{self.source}").start()
 
@@ -228,7 +257,8 @@ class TwinActor:
                 if status is not None:
                     updated = updated or status["updates"] > 0
                     if "weights" in status:
-                        vector, version, _ = status["weights"]
+                        vector, version, age_s = status["weights"]
+                        self.weight_age.append(age_s + (time.monotonic() - now) / 2)
                         instance = status["instance"]
                         self.policy.load_acting_state(unflatten(vector, self.template))
                         self.figures["weights"] += 1
@@ -262,8 +292,9 @@ class TwinActor:
                     seq, pending = acked, []  # (a host on a fresh disk): go on from there
 
     def stats(self) -> dict[str, Any]:
-        """Steps taken, records acknowledged, failed calls, weights loaded, waits."""
-        return {**self.figures, "pid": os.getpid()}
+        """Steps taken, records acknowledged, failed calls, weights loaded (and their age:
+        host publish to load here, p50/p99/max/mean s), waits."""
+        return {**self.figures, "pid": os.getpid(), "weight_age_s": percentiles(self.weight_age)}
 
     def stop(self) -> None:
         self.stopping.set()

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing as mp
+import time
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,9 @@ class RaySupervisor(Supervisor):
             self.host = ray.get_actor(cfg.learner_name, namespace=cfg.namespace)
         except ValueError:
             self.host, self.owner = self._create_host(ray), True
+        refused = None if self.owner else call(self.host.admits.remote(cfg.source), 60.0)
+        if refused:
+            raise ConfigError(refused)
         self.control[ctl.READY] = 0
         self.link = Link(self.host, cfg.source, self.actor.log, WeightsPublisher(self.block),
                          self.control, cfg)
@@ -158,11 +162,30 @@ class RaySupervisor(Supervisor):
         self.twin_figures = [call(t.stats.remote(), self.cfg.call_timeout_s) for t in self.twins]
         for twin in self.twins:
             call(twin.stop.remote(), self.cfg.call_timeout_s)
+        if self.cfg.robots and shipped:
+            call(self.host.finished.remote(self.cfg.source), self.cfg.call_timeout_s)
         if not self.owner or self.failure is not None:
             return shipped and self.failure is None
+        self.wait_for_arms()
         finished = call(self.host.finish.remote(timeout), timeout + 10.0)
         link.poll_once()  # the final status: checkpoint step, updates
         return bool(shipped and finished)
+
+    def wait_for_arms(self) -> None:
+        """With ``runtime.ray.robots``: before the learner ends, let the other listed arms
+        that joined finish (a second signal stops the wait)."""
+        said, self.stopping = False, False
+        heard = time.monotonic()
+        while not self.stopping and time.monotonic() - heard < 10 * self.cfg.lost_after_s:
+            waiting = call(self.host.waiting_for.remote(), self.cfg.call_timeout_s)
+            if waiting is not None and not waiting:
+                return
+            heard = time.monotonic() if waiting is not None else heard
+            if waiting and not said:
+                print(f"runtime=ray: waiting for {', '.join(waiting)} to finish before the "
+                      "learner ends (Ctrl-C again to end it now)", flush=True)
+                said = True
+            time.sleep(0.5)
 
     def run(self, total_steps: int) -> dict[str, Any]:
         try:

@@ -22,6 +22,10 @@ class RayConfig:
     namespace: str = "mbpo-arm"  # Ray namespace of the run's named learner
     learner_name: str = "mbpo-learner"  # a second mbpo-arm process with this name joins it
     source: str = "robot"  # this process's name as a source of transitions (one per arm)
+    # The arms feeding one learner, each an mbpo-arm process with its source (empty: any
+    # source). Listed: the learner refuses other names, and ends when every listed arm that
+    # joined has finished (not when the one that created it has).
+    robots: list[str] = field(default_factory=list)
     learner_dir: str | None = None  # the learner's run directory on its node; null: run_dir
     learner_num_cpus: float = 1.0  # what Ray reserves for the learner (it places it by these)
     learner_num_gpus: float = 0.0  # 1: a node with a GPU (then set device=cuda)
@@ -42,6 +46,13 @@ class RayConfig:
                 raise ValueError(f"runtime.ray.{name} must be >= 0, got {getattr(self, name)}")
         if self.twins < 0:
             raise ValueError(f"runtime.ray.twins must be >= 0, got {self.twins}")
+        for name in (self.source, *self.robots):
+            if not name or name.startswith("twin") and name[4:].isdigit():
+                raise ValueError(f"runtime.ray: {name!r} cannot name an arm (empty, or a twin's "
+                                 "name twin<i>): pick another runtime.ray.source / robots")
+        if self.robots and self.source not in self.robots:
+            raise ValueError(f"runtime.ray.source={self.source} is not in runtime.ray.robots="
+                             f"{list(self.robots)}: add it, or set source to one of them")
         for name in ("batch_records", "ship_every_s", "call_timeout_s", "lost_after_s",
                      "weights_every_s"):
             if not getattr(self, name) > 0:

@@ -158,7 +158,7 @@ class Link:
     def poll_once(self) -> None:
         """The learner's status into the control block; newer weights into the buffer."""
         t0 = time.monotonic()
-        status = call(self.host.poll.remote(self.instance, self.remote_version),
+        status = call(self.host.poll.remote(self.instance, self.remote_version, self.source),
                       self.cfg.call_timeout_s)
         if not self._answered(status):
             return

@@ -6,8 +6,11 @@ One run takes every fault in turn (starting a cluster costs more than a fault): 
 killed (Ray replaces it; the new one continues its source's numbering), the learner's host
 killed (Ray restarts it; it restores from its checkpoint and the robot re-sends what it
 lacks), and a partition (the learner's node stopped with SIGSTOP for a few seconds, then
-SIGCONT): the robot keeps acting, and is back within 2 s of the learner answering. After the
-run: every robot transition reached the learner exactly once and equals the robot's log.
+SIGCONT): the robot keeps acting, and is back within 2 s of the learner answering. A second
+listed arm (``runtime.ray.robots``) feeds the same learner through it all and ends after the
+first, which waits for it; an unlisted arm is refused in one line. After the run: every
+transition of each arm reached the learner exactly once, with its source, and equals that
+arm's log.
 """
 
 from __future__ import annotations
@@ -31,17 +34,22 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 HZ, TOTAL, STOP_S = 50, 2500, 4.0
+ARM2, ARM2_TOTAL = "arm2", 2800  # a second arm, listed; it ends after the first, which waits
 NAME, NAMESPACE = "mbpo-learner-faults", "mbpo-arm-test"
 
 
-def robot(run: Path, address: str) -> subprocess.Popen:
+def robot(run: Path, address: str, source: str = "robot", total: int = TOTAL,
+          robots: str = f"[robot,{ARM2}]") -> subprocess.Popen:
+    """An ``mbpo-arm train runtime=ray`` process: the first creates the learner (and its
+    twin), the others join it as arms ``source``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     args = [*QUICK, "runtime=ray", f"runtime.ray.address={address}",
+            f"runtime.ray.source={source}", f"runtime.ray.robots={robots}",
             f"runtime.ray.learner_name={NAME}", f"runtime.ray.namespace={NAMESPACE}",
             "runtime.ray.learner_resources={learner_node: 1}", "runtime.ray.twins=1",
             "runtime.ray.twin_resources={twin_node: 1}", "runtime.ray.twin_num_cpus=0",
             "runtime.ray.learner_num_cpus=0", "trainer.checkpoint_every=100000",
-            "trainer.eval_every=100000", f"trainer.total_steps={TOTAL}", f"run_dir={run}"]
+            "trainer.eval_every=100000", f"trainer.total_steps={total}", f"run_dir={run}"]
     return subprocess.Popen([sys.executable, "-m", "mbpo_arm.launch.cli", "train", *args],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
@@ -52,6 +60,14 @@ def poll(host, timeout: float = 5.0) -> dict | None:
         return ray.get(host.poll.remote(), timeout=timeout)
     except (ray.exceptions.RayError, TimeoutError):
         return None
+
+
+def answer(host, timeout: float = 60.0) -> dict:
+    """The host's status, asked again until it answers (a loaded machine can be slow)."""
+    end = time.monotonic() + timeout
+    while (status := poll(host)) is None:
+        assert time.monotonic() < end, "the learner host did not answer"
+    return status
 
 
 def until(what: str, predicate, proc: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -72,23 +88,26 @@ def test_a_killed_twin_a_killed_learner_and_a_partition_lose_nothing(tmp_path: P
     cluster.add_node(num_cpus=1, resources={"twin_node": 1})
     run = tmp_path / "run"
     proc = robot(run, cluster.address)
+    arm2 = stray = None
     try:
         ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
         until("the learner host", lambda: NAME in [a["name"] for a in
                                                    ray.util.list_named_actors(True)], proc)
         host = ray.get_actor(NAME, namespace=NAMESPACE)
+        arm2 = robot(tmp_path / ARM2, cluster.address, ARM2, ARM2_TOTAL)
+        stray = robot(tmp_path / "arm3", cluster.address, "arm3", robots="[]")  # unlisted
         until("the first SAC update", lambda: (poll(host) or {}).get("updates", 0) > 0, proc, 90)
 
         # 1. a twin dies: Ray replaces it, and it goes on after its acknowledged seq
-        status = poll(host)
+        status = answer(host)
         os.kill(status["source_pids"]["twin0"], signal.SIGKILL)
         until("the twin's replacement", lambda: (poll(host) or {}).get("starts", {})
               .get("twin0", 0) >= 2, proc)
-        twin_acked = poll(host)["sources"]["twin0"]
-        until("the new twin's data", lambda: poll(host)["sources"]["twin0"] > twin_acked, proc)
+        twin_acked = answer(host)["sources"]["twin0"]
+        until("the new twin's data", lambda: answer(host)["sources"]["twin0"] > twin_acked, proc)
 
         # 2. the learner's host dies: Ray restarts it from its checkpoint
-        first = poll(host)["instance"]
+        first = answer(host)["instance"]
         pids = ray.get(host.pids.remote())
         os.kill(pids["host"], signal.SIGKILL)
         until("the restarted learner", lambda: (s := poll(host)) is not None
@@ -108,9 +127,16 @@ def test_a_killed_twin_a_killed_learner_and_a_partition_lose_nothing(tmp_path: P
             os.kill(pid, signal.SIGCONT)
         out, err = proc.communicate(timeout=240)
         assert proc.returncode == 0, err[-3000:]
+        assert f"waiting for {ARM2} to finish" in out, out[-2000:]
+        _, err2 = arm2.communicate(timeout=60)
+        assert arm2.returncode == 0, err2[-3000:]
+        _, refused = stray.communicate(timeout=60)
+        assert stray.returncode != 0 and "runtime.ray.robots=['robot', 'arm2']" in refused \
+            and "not runtime.ray.source=arm3" in refused, refused[-2000:]
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        for p in (proc, arm2, stray):
+            if p is not None and p.poll() is None:
+                p.kill()
         ray.shutdown()
         cluster.shutdown()
 
@@ -123,16 +149,19 @@ def test_a_killed_twin_a_killed_learner_and_a_partition_lose_nothing(tmp_path: P
     assert link["learner_instances"] >= 2 and stats["learner_deaths"] >= 1
     assert stats["clean_stop"] and stats["log_records"] == TOTAL
 
-    # nothing lost or duplicated: the robot's transitions are in the merged log once each
+    # nothing lost or duplicated: each arm's transitions are in the merged log once each,
+    # with their source
     intake = Intake.open(run / "intake", 19, 5)
     try:
-        assert intake.sources()["robot"] == TOTAL
-        rows = [(s, n, src, s0) for s, n, src, s0 in intake.spans() if src == "robot"]
-        seqs = np.concatenate([np.arange(s0, s0 + n) for _, n, _, s0 in rows])
-        assert seqs.tolist() == list(range(TOTAL))
         merged = read_log(intake.path, 19, 5)
-        at = np.concatenate([np.arange(s, s + n) for s, n, _, _ in rows])
-        np.testing.assert_array_equal(merged.obs[at], read_log(run / "replay.log", 19, 5).obs)
+        for source, total, log in (("robot", TOTAL, run), (ARM2, ARM2_TOTAL, tmp_path / ARM2)):
+            assert intake.sources()[source] == total
+            rows = [(s, n, src, s0) for s, n, src, s0 in intake.spans() if src == source]
+            seqs = np.concatenate([np.arange(s0, s0 + n) for _, n, _, s0 in rows])
+            assert seqs.tolist() == list(range(total)), source
+            at = np.concatenate([np.arange(s, s + n) for s, n, _, _ in rows])
+            np.testing.assert_array_equal(merged.obs[at],
+                                          read_log(log / "replay.log", 19, 5).obs)
         twin = [(s0, n) for _, n, src, s0 in intake.spans() if src == "twin0"]
         twin_seqs = np.concatenate([np.arange(s0, s0 + n) for s0, n in twin])
         assert len(np.unique(twin_seqs)) == len(twin_seqs), "a twin record twice"
