@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import math
 import os
 import select
+import signal
 import termios
 import threading
 import time
@@ -424,6 +426,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baudrate", type=int, default=1_000_000)
     parser.add_argument("--calibration", help="write this arm's exact calibration here")
     args = parser.parse_args(argv)
+    faulthandler.register(signal.SIGUSR1)  # kill -USR1 <pid>: every thread's stack on stderr
+    # Ctrl-C and SIGTERM stop it even when started with SIGINT ignored (a background job of
+    # a script inherits that, and Python then installs no KeyboardInterrupt handler)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     with ServoEmulator(args.protocol, baudrate=args.baudrate) as emulator:
         if args.calibration:
             emulator.calibration().save(args.calibration)

@@ -79,9 +79,10 @@ def emulator_process(tmp_path: Path, protocol: str) -> Iterator[tuple[list[str],
     """``python -m mbpo_arm.sim.servo_emulator`` in its own process: the ``backend.*``
     overrides for it, then (once the block ends) the lines it printed as it stopped."""
     calibration = tmp_path / "emulated.json"
+    stderr = (tmp_path / "emulator.err").open("w")  # a file: a full pipe would block it
     child = subprocess.Popen([sys.executable, "-m", "mbpo_arm.sim.servo_emulator", "--protocol",
                               protocol, "--calibration", str(calibration)],
-                             stdout=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=stderr, text=True)
     said: list[str] = []
     try:
         port = re.search(r" on (\S+) at ", child.stdout.readline()).group(1)
@@ -89,7 +90,18 @@ def emulator_process(tmp_path: Path, protocol: str) -> Iterator[tuple[list[str],
                f"backend.calibration={calibration}", "backend.hold_s=0.05"], said
     finally:
         child.send_signal(signal.SIGINT)
-        said += child.communicate(timeout=20)[0].splitlines()
+        try:
+            said += child.communicate(timeout=60)[0].splitlines()
+        except subprocess.TimeoutExpired:  # say where it is stuck (faulthandler on SIGUSR1)
+            child.send_signal(signal.SIGUSR1)
+            time.sleep(1.0)
+            child.kill()
+            child.communicate()
+            err = (tmp_path / "emulator.err").read_text()[-4000:]
+            raise AssertionError("the emulator did not stop on SIGINT within 60 s; its "
+                                 f"threads:\n{err}") from None
+        finally:
+            stderr.close()
 
 
 @pytest.mark.slow
