@@ -20,6 +20,7 @@ new one continues after the learner's acknowledgement of its source.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import multiprocessing as mp
 import os
@@ -27,6 +28,7 @@ import socket
 import threading
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +43,7 @@ from mbpo_arm.agent.runtime.replay_log import LogRecords
 from mbpo_arm.agent.runtime.supervisor import drop_queue, spawn_learner
 from mbpo_arm.agent.runtime.weights import WeightsReader, create_block, unflatten
 from mbpo_arm.agent.threads import ThreadPolicy
+from mbpo_arm.launch.ray_eval import EVAL_FILE, EvalLog
 
 STATUS_WORDS = ("LEARNER_STEPS", "UPDATES", "CHECKPOINT_STEP", "PUBLISHED", "READY", "REACHED")
 
@@ -54,17 +57,21 @@ class LearnerHost:
         runtime: the runtime settings; ``threads``: the learner's torch threads.
         intake_dir: where the merged log and its ledger live (on this node's disk).
         dims: ``(obs_dim, act_dim)``; ``weights_size``: the length of the published vector.
+        schedule: ``trainer`` when an :class:`~launch.ray_eval.EvalTwin` evaluates
+            (``runtime.ray.evaluate_on=twin``): this host writes its rows; ``None``: the
+            learner process evaluates.
     """
 
     def __init__(self, make_run: Any, runtime: RuntimeConfig, threads: ThreadPolicy,
-                 intake_dir: str, dims: tuple[int, int], weights_size: int) -> None:
+                 intake_dir: str, dims: tuple[int, int], weights_size: int,
+                 schedule: Any = None) -> None:
         self.make_run, self.runtime, self.threads = make_run, runtime, threads
         self.instance = uuid.uuid4().hex  # a restarted host is another instance
         self.intake = Intake.open(intake_dir, *dims)
         self.ctx = mp.get_context("spawn")
         self.control = ctl.make_control(self.ctx)
         self.control[ctl.ACTOR_STEPS] = self.intake.next_seq
-        self.block = create_block(weights_size)
+        self.block = fresh_block(Path(intake_dir) / "weights_block", weights_size)
         self.reader = WeightsReader(self.block)
         self.latest: tuple[np.ndarray, int, int] | None = None  # (vector, version, stamp ns)
         self.lock = threading.Lock()  # the learner process and its queue
@@ -77,6 +84,9 @@ class LearnerHost:
         self.contact: dict[str, float] = {}  # source -> when it last called (monotonic s)
         self.done: set[str] = set()  # the listed arms that have finished
         self.learner_starts, self.failure = 0, None
+        self.placed = {"node": socket.gethostname(), "gpus": gpu_ids()}  # where Ray put it
+        self.evals = None if schedule is None else \
+            EvalLog(Path(intake_dir).parent / EVAL_FILE, schedule, self.control)
         self._start_learner()
         threading.Thread(target=self._watch, daemon=True, name="mbpo-learner-watch").start()
 
@@ -173,7 +183,7 @@ class LearnerHost:
         status.update(instance=self.instance, merged=self.intake.next_seq,
                       sources=self.intake.sources(), failure=self.failure,
                       learner_starts=self.learner_starts, starts=dict(self.starts),
-                      source_pids=dict(self.source_pids))
+                      source_pids=dict(self.source_pids), placed=self.placed)
         latest = self.latest
         if latest is not None and (instance != self.instance or latest[1] > version):
             vector, v, stamp = latest
@@ -182,7 +192,15 @@ class LearnerHost:
 
     def finish(self, timeout_s: float) -> bool:
         """Ingest everything committed, checkpoint, stop the learner; ``True`` when its
-        final checkpoint holds every committed record."""
+        final checkpoint holds every committed record. The weights block's name is removed
+        (its mapping stays for the last polls)."""
+        try:
+            return self._finish(timeout_s)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                self.block.shm.unlink()
+
+    def _finish(self, timeout_s: float) -> bool:
         target = self.intake.next_seq
         self.control[ctl.STOP_AT] = target
         deadline = time.monotonic() + timeout_s
@@ -201,6 +219,15 @@ class LearnerHost:
     def pids(self) -> dict[str, int]:
         """This host's process and its learner process (for the fault tests)."""
         return {"host": os.getpid(), "learner": self.proc.pid}
+
+    def eval_period(self) -> int:
+        """The last ``trainer.eval_every`` period with an evaluation row (-1: none)."""
+        return self.evals.period() if self.evals is not None else -1
+
+    def report_eval(self, row: dict[str, Any]) -> bool:
+        """An :class:`~launch.ray_eval.EvalTwin`'s row: appended to ``eval.jsonl`` (``REACHED``
+        set when it meets ``trainer.stop_at``); ``True`` when it did."""
+        return self.evals is not None and self.evals.report(row)
 
     def spans(self) -> list[tuple[int, int, str, int]]:
         """The ledger: ``(merged_start, count, source, source_start)`` per committed batch."""
@@ -298,6 +325,29 @@ class TwinActor:
 
     def stop(self) -> None:
         self.stopping.set()
+
+
+def fresh_block(registry: Path, n: int) -> Any:
+    """A new weights block for ``n`` weights, its name kept in ``registry``; the block a
+    killed host left (named there) is removed first, so restarts do not fill ``/dev/shm``."""
+    from multiprocessing import shared_memory
+
+    if registry.exists():
+        with contextlib.suppress(FileNotFoundError):
+            shared_memory.SharedMemory(name=registry.read_text().strip()).unlink()
+    block = create_block(n)
+    tmp = registry.with_suffix(".tmp")
+    tmp.write_text(block.name)
+    os.replace(tmp, registry)
+    return block
+
+
+def gpu_ids() -> list[str]:
+    """The GPUs Ray gave this actor (``runtime.ray.learner_num_gpus``; its learner process
+    inherits them as ``CUDA_VISIBLE_DEVICES``)."""
+    import ray
+
+    return [str(g) for g in ray.get_gpu_ids()]
 
 
 def as_records(rows: list[tuple]) -> LogRecords:

@@ -6,7 +6,8 @@ The actor is ``runtime=async``'s, unchanged: its tick never calls Ray, its log o
 stays the source of truth. :class:`RaySupervisor` connects it: it joins the cluster
 (``runtime.ray.address``; ``null`` starts a local instance), finds or creates the named
 learner host (:class:`~launch.ray_actors.LearnerHost`, placed by ``runtime.ray.learner_*``),
-starts ``runtime.ray.twins`` twin actors, and runs the :class:`~agent.runtime.ray_link.Link`'s
+starts ``runtime.ray.twins`` twin actors (and, with ``runtime.ray.evaluate_on=twin``, the
+evaluation actor of :mod:`launch.ray_eval`), and runs the :class:`~agent.runtime.ray_link.Link`'s
 helper threads. Another ``mbpo-arm`` process with the same ``runtime.ray.learner_name`` (on a
 second arm's computer, ``runtime.ray.source=arm2``) joins that learner as one more source;
 the process that created the learner ends the run.
@@ -40,6 +41,7 @@ from mbpo_arm.launch.build import (
     thread_policy,
     twin_run_config,
 )
+from mbpo_arm.launch.ray_eval import start_eval_twin, stop_eval_twin
 from mbpo_arm.launch.runtime import run_with_actor
 
 INTAKE_DIR = "intake"  # in the learner's run directory: the merged log and its ledger
@@ -63,6 +65,9 @@ def run_ray(rc: RunConfig, run_dir: Path) -> dict[str, Any]:
         raise ConfigError("runtime.ray.twins act with the policy; agent.act.planner="
                           f"{rc.agent.act.planner} plans on the robot only: set "
                           "runtime.ray.twins=0, or plan on the robot without twins")
+    if rc.runtime.ray.evaluate_on == "twin" and rc.agent.act.planner is not None:
+        raise ConfigError("runtime.ray.evaluate_on=twin evaluates the policy, not agent.act."
+                          f"planner={rc.agent.act.planner}: set runtime.ray.evaluate_on=learner")
 
     def supervise(actor: Actor, runtime: RuntimeConfig, block: Any) -> dict[str, Any]:
         return RaySupervisor(rc, actor, runtime, block, Path(run_dir)).run(
@@ -86,6 +91,7 @@ class RaySupervisor(Supervisor):
         self.host: Any = None
         self.link: Link | None = None
         self.twins: list[Any] = []
+        self.evaluator: Any = None  # runtime.ray.evaluate_on=twin: the EvalTwin
         self.owner = False  # this process created the learner (and ends it)
         self.away = False  # the learner is not answering
         self.started_ray = False
@@ -111,6 +117,7 @@ class RaySupervisor(Supervisor):
                          self.control, cfg)
         if self.owner:
             self.twins = [self._twin(ray, i) for i in range(cfg.twins)]
+            self.evaluator = start_eval_twin(ray, self.rc, self.host)
         self.link.start()
 
     def _create_host(self, ray: Any) -> Any:
@@ -125,7 +132,8 @@ class RaySupervisor(Supervisor):
             max_restarts=-1, max_concurrency=8, num_cpus=cfg.learner_num_cpus,
             num_gpus=cfg.learner_num_gpus, resources=dict(cfg.learner_resources),
         ).remote(self.make_run, runtime, self.threads,
-                 str(Path(self.learner_dir) / INTAKE_DIR), dims, size)
+                 str(Path(self.learner_dir) / INTAKE_DIR), dims, size,
+                 self.rc.trainer if cfg.evaluate_on == "twin" else None)
 
     def _twin(self, ray: Any, index: int) -> Any:
         from mbpo_arm.launch.ray_actors import TwinActor
@@ -160,6 +168,7 @@ class RaySupervisor(Supervisor):
         link, timeout = self.link, self.runtime.stop_timeout_s
         shipped = link.flush(timeout)
         self.twin_figures = [call(t.stats.remote(), self.cfg.call_timeout_s) for t in self.twins]
+        self.eval_figures = stop_eval_twin(self.evaluator, self.cfg.call_timeout_s)
         for twin in self.twins:
             call(twin.stop.remote(), self.cfg.call_timeout_s)
         if self.cfg.robots and shipped:
@@ -198,7 +207,7 @@ class RaySupervisor(Supervisor):
         if self.link is not None:
             self.link.close()
         ray = import_ray()
-        for twin in self.twins:
+        for twin in [*self.twins, *([self.evaluator] if self.evaluator else [])]:
             ray.kill(twin)
         if self.owner and self.host is not None:
             ray.kill(self.host)
@@ -210,6 +219,8 @@ class RaySupervisor(Supervisor):
         return {"queue_dropped": None,  # no queue: the link ships from the log
                 "ray": {**(self.link.figures() if self.link else {}),
                         "owner": self.owner, "merged_records": status.get("merged"),
+                        "learner_placed": status.get("placed"),
                         "sources": status.get("sources"), "starts": status.get("starts"),
                         "learner_processes": status.get("learner_starts"),
-                        "twins": getattr(self, "twin_figures", [])}}
+                        "twins": getattr(self, "twin_figures", []),
+                        "evaluator": getattr(self, "eval_figures", None)}}

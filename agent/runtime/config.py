@@ -39,6 +39,10 @@ class RayConfig:
     call_timeout_s: float = 1.0  # one call to the learner; later: counted lost, tried again
     lost_after_s: float = 2.0  # no answer this long: the learner counts as gone (on_death)
     weights_every_s: float = 0.2  # how often the weights thread asks for newer weights
+    # Where the policy is evaluated every trainer.eval_every env steps. learner: in the
+    # learner process (costs learner time); twin: on an evaluation actor placed like the twins
+    # (twin_num_cpus, twin_resources), its rows in eval.jsonl of the learner's run directory.
+    evaluate_on: str = "learner"
 
     def __post_init__(self) -> None:
         for name in ("learner_num_cpus", "learner_num_gpus", "twin_num_cpus", "twin_noise"):
@@ -53,6 +57,9 @@ class RayConfig:
         if self.robots and self.source not in self.robots:
             raise ValueError(f"runtime.ray.source={self.source} is not in runtime.ray.robots="
                              f"{list(self.robots)}: add it, or set source to one of them")
+        if self.evaluate_on not in ("learner", "twin"):
+            raise ValueError(f"runtime.ray.evaluate_on={self.evaluate_on!r} is not allowed; "
+                             "choose learner or twin")
         for name in ("batch_records", "ship_every_s", "call_timeout_s", "lost_after_s",
                      "weights_every_s"):
             if not getattr(self, name) > 0:

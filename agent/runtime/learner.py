@@ -248,8 +248,11 @@ class Learner:
 
     def maybe_evaluate(self) -> None:
         """Evaluate once per ``trainer.eval_every`` env steps crossed (from the first SAC
-        update on); set ``REACHED`` when ``trainer.stop_at`` is met."""
-        schedule = self.run.schedule
+        update on); set ``REACHED`` when ``trainer.stop_at`` is met. Not with ``runtime=ray``
+        and ``runtime.ray.evaluate_on=twin``: an evaluation actor does it off the learner."""
+        schedule, ray_cfg = self.run.schedule, self.runtime.ray
+        if self.runtime.mode == "ray" and ray_cfg.evaluate_on == "twin":
+            return  # launch/ray_eval.py's EvalTwin evaluates
         period = self.next_seq // schedule.eval_every
         if period <= self.evaluated_at or self.counters.updates == 0 \
                 or self.control[ctl.REACHED] >= 0:  # the run is ending: no more evaluations

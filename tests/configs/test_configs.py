@@ -135,6 +135,7 @@ def test_defaults_are_reach_on_the_twin_with_sac() -> None:
     ("runtime.ray.robots=[arm1,arm2]", "runtime.ray.source=robot is not in"),
     ("runtime.ray.source=twin3", "twin<i>"),
     ("runtime.ray.twins=-1", "runtime.ray.twins"),
+    ("runtime.ray.evaluate_on=gpu", "runtime.ray.evaluate_on='gpu' is not allowed"),
 ])
 def test_bad_override_names_the_key(override: str, needle: str) -> None:
     with pytest.raises(ConfigError) as err:

@@ -48,7 +48,8 @@ def robot(run: Path, address: str, source: str = "robot", total: int = TOTAL,
             f"runtime.ray.learner_name={NAME}", f"runtime.ray.namespace={NAMESPACE}",
             "runtime.ray.learner_resources={learner_node: 1}", "runtime.ray.twins=1",
             "runtime.ray.twin_resources={twin_node: 1}", "runtime.ray.twin_num_cpus=0",
-            "runtime.ray.learner_num_cpus=0", "trainer.checkpoint_every=100000",
+            "runtime.ray.learner_num_cpus=0", "runtime.ray.learner_num_gpus=1",
+            "trainer.checkpoint_every=100000",
             "trainer.eval_every=100000", f"trainer.total_steps={total}", f"run_dir={run}"]
     return subprocess.Popen([sys.executable, "-m", "mbpo_arm.launch.cli", "train", *args],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -84,7 +85,8 @@ def until(what: str, predicate, proc: subprocess.Popen, timeout: float = 60.0) -
 def test_a_killed_twin_a_killed_learner_and_a_partition_lose_nothing(tmp_path: Path) -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1,
                                                             "include_dashboard": False})
-    learner_node = cluster.add_node(num_cpus=1, resources={"learner_node": 1})
+    # "a GPU": Ray places by the count a node declares (the learner runs on cpu here)
+    learner_node = cluster.add_node(num_cpus=1, num_gpus=1, resources={"learner_node": 1})
     cluster.add_node(num_cpus=1, resources={"twin_node": 1})
     run = tmp_path / "run"
     proc = robot(run, cluster.address)
@@ -108,6 +110,7 @@ def test_a_killed_twin_a_killed_learner_and_a_partition_lose_nothing(tmp_path: P
 
         # 2. the learner's host dies: Ray restarts it from its checkpoint
         first = answer(host)["instance"]
+        blocks = [(run / "intake" / "weights_block").read_text()]
         pids = ray.get(host.pids.remote())
         os.kill(pids["host"], signal.SIGKILL)
         until("the restarted learner", lambda: (s := poll(host)) is not None
@@ -115,6 +118,7 @@ def test_a_killed_twin_a_killed_learner_and_a_partition_lose_nothing(tmp_path: P
 
         # 3. a partition: the learner's node stops answering for STOP_S, then comes back
         pids = ray.get(host.pids.remote())
+        blocks.append((run / "intake" / "weights_block").read_text())
         frozen = [pids["host"], pids["learner"],
                   *(p.process.pid for p in learner_node.all_processes["raylet"])]
         before = len(read_log(run / "replay.log", 19, 5))
@@ -147,6 +151,9 @@ def test_a_killed_twin_a_killed_learner_and_a_partition_lose_nothing(tmp_path: P
     backs = [back - resumed for _, back in link["outages"] if back >= resumed - 0.5]
     assert backs and backs[0] <= 2.0, link["outages"]
     assert link["learner_instances"] >= 2 and stats["learner_deaths"] >= 1
+    assert link["learner_placed"]["gpus"] == ["0"], link["learner_placed"]  # on the GPU node
+    # the killed host's weights block was removed by its successor, the last one at the end
+    assert blocks[0] != blocks[1] and not any(Path("/dev/shm", b).exists() for b in blocks)
     assert stats["clean_stop"] and stats["log_records"] == TOTAL
 
     # nothing lost or duplicated: each arm's transitions are in the merged log once each,
