@@ -240,6 +240,7 @@ KEYS = ("transitions_per_s", "twin_transitions_per_s", "updates_per_s", "utd",
 def throughput(args: argparse.Namespace) -> None:
     import ray
 
+    args.runs.mkdir(parents=True, exist_ok=True)
     runs = Path(tempfile.mkdtemp(prefix="scale-", dir=args.runs))
     raw: dict[str, list[dict[str, Any]]] = {str(n): [] for n in args.twins} | {"async": []}
     cluster = start_cluster()

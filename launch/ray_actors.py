@@ -160,12 +160,9 @@ class LearnerHost:
             return self.intake.acked(source)
         acked, raws = self.intake.append(source, records)
         self.control[ctl.ACTOR_STEPS] = self.intake.next_seq
-        q = self.queue
-        for raw in raws:  # faster than the learner's read of the log; the log has them all
-            try:
-                q.put_nowait(raw)
-            except Exception:  # noqa: BLE001 - full, or closed by a restart: the log has it
-                break
+        if raws:  # one message per batch (the learner takes a run of records as one)
+            with contextlib.suppress(Exception):  # full, or closed by a restart: the log has it
+                self.queue.put_nowait(b"".join(raws))
         return acked
 
     def poll(self, instance: str | None = None, version: int = -1,

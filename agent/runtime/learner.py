@@ -135,7 +135,8 @@ class Learner:
         return self.ingest(read_log(self.log_path, *self.dims, start=self.next_seq, stop=stop))
 
     def take(self, raw: bytes) -> int:
-        """Ingest one queued record, reading any gap before it from the log."""
+        """Ingest one queued message (a record, or a run of consecutive records from the
+        ray intake), reading any gap before it from the log."""
         record = unpack_records(self.dtype, raw)
         if not len(record):
             return 0  # a damaged message; the log has the transition
