@@ -57,7 +57,7 @@ class EvalLog:
         for line in self.path.read_text().splitlines():
             try:
                 steps = int(json.loads(line)["env_steps"])
-            except (ValueError, KeyError):  # a line cut by a crash
+            except (ValueError, KeyError, TypeError):  # a line cut by a crash
                 continue
         return steps
 
@@ -73,8 +73,9 @@ class EvalLog:
         reached = reached_target(row, self.schedule)
         if reached:
             row = {**row, "stopped_at_target": self.schedule.stop_at}
-        with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+        with self.path.open("a+b") as f:
+            torn = f.tell() > 0 and (f.seek(-1, os.SEEK_END), f.read(1))[1] != b"\n"
+            f.write((("\n" if torn else "") + json.dumps(row) + "\n").encode())
             f.flush()
             os.fsync(f.fileno())
         self.last_steps = steps

@@ -68,3 +68,29 @@ def test_evaluate_on_is_checked() -> None:
     assert RayConfig(evaluate_on="twin").evaluate_on == "twin"
     with pytest.raises(ValueError, match=r"runtime\.ray\.evaluate_on='gpu'.*learner or twin"):
         RayConfig(evaluate_on="gpu")
+
+
+def test_eval_log_keeps_rows_across_a_torn_line_and_skips_done_periods(tmp_path: Path) -> None:
+    """A host killed mid-write leaves a torn last line: a restarted host's log goes on after
+    the last whole row, on a new line, and a period already written is not written again."""
+    import multiprocessing as mp
+
+    from mbpo_arm.agent.config import TrainerConfig
+    from mbpo_arm.agent.runtime import control as ctl
+    from mbpo_arm.launch.ray_eval import EvalLog
+
+    path = tmp_path / "eval.jsonl"
+    schedule = TrainerConfig(eval_every=100, stop_at=0.9, stop_metric="eval_success_rate")
+    control = ctl.make_control(mp.get_context("spawn"))
+    log = EvalLog(path, schedule, control)
+    assert not log.report({"env_steps": 100, "eval_success_rate": 0.2})
+    with path.open("a") as f:
+        f.write('{"env_steps": 200, "eval_succ')  # torn
+    log = EvalLog(path, schedule, control)  # the restarted host
+    assert log.period() == 1
+    assert not log.report({"env_steps": 150, "eval_success_rate": 0.5})  # period 1: done
+    assert log.report({"env_steps": 300, "eval_success_rate": 0.95})
+    first, torn, last = path.read_text().splitlines()
+    assert torn == '{"env_steps": 200, "eval_succ'
+    assert [json.loads(r)["env_steps"] for r in (first, last)] == [100, 300]
+    assert json.loads(last)["stopped_at_target"] == 0.9 and control[ctl.REACHED] == 300
