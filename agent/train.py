@@ -247,6 +247,14 @@ def sample_batch(agent: Agent, real_ratio: float | None = None) -> TransitionBat
     return TransitionBatch.cat(parts)
 
 
+EVAL_SEED = 10_000  # + env steps: the first episode's seed of the evaluation at that step
+
+
+def eval_figures(result: dict[str, Any]) -> dict[str, float]:
+    """An :func:`~agent.run.evaluate_policy` result under the names the metrics use."""
+    return {"eval_return": result["mean_return"], "eval_success_rate": result["success_rate"]}
+
+
 def evaluate(run: Run) -> dict[str, Any]:
     """Deterministic policy for ``eval_episodes`` on the eval env; logs the figures along with
     the latest update, model and rollout figures."""
@@ -256,11 +264,10 @@ def evaluate(run: Run) -> dict[str, Any]:
         elites = run.agent.model.elites
         acting = {"act": lambda o: planner.plan(o, elites), "on_reset": planner.reset}
     result = evaluate_policy(run.agent.sac, run.eval_env, run.schedule.eval_episodes,
-                             seed=10_000 + c.env_steps, **acting)
+                             seed=EVAL_SEED + c.env_steps, **acting)
     if planner is not None:
         planner.reset()  # the training episode's warm start is gone
-    progress.last_eval = {"eval_return": result["mean_return"],
-                          "eval_success_rate": result["success_rate"]}
+    progress.last_eval = eval_figures(result)
     event = {"env_steps": c.env_steps, "episodes": c.episodes, "updates": c.updates,
              **progress.last_eval, **recent_stats(progress), **progress.last_update,
              **progress.model_log,

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from mbpo_arm.agent.io import atomic_write_text
 from mbpo_arm.agent.runtime import control as ctl
 from mbpo_arm.agent.runtime.actor import percentiles
 from mbpo_arm.agent.runtime.config import RuntimeConfig
@@ -333,9 +334,7 @@ def fresh_block(registry: Path, n: int) -> Any:
         with contextlib.suppress(FileNotFoundError):
             shared_memory.SharedMemory(name=registry.read_text().strip()).unlink()
     block = create_block(n)
-    tmp = registry.with_suffix(".tmp")
-    tmp.write_text(block.name)
-    os.replace(tmp, registry)
+    atomic_write_text(registry, block.name)
     return block
 
 

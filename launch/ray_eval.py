@@ -29,10 +29,9 @@ from mbpo_arm.agent.runtime import control as ctl
 from mbpo_arm.agent.runtime.actor import percentiles
 from mbpo_arm.agent.runtime.ray_link import call
 from mbpo_arm.agent.runtime.weights import unflatten
-from mbpo_arm.agent.train import reached_target
+from mbpo_arm.agent.train import EVAL_SEED, eval_figures, reached_target
 
 EVAL_FILE = "eval.jsonl"  # in the learner's run directory
-EVAL_SEED = 10_000  # + env steps: the seeds agent.train.evaluate uses
 
 
 class EvalLog:
@@ -141,8 +140,7 @@ class EvalTwin:
         self.seconds.append(time.monotonic() - t0)
         self.figures["evaluations"] += 1
         return {"env_steps": steps, "updates": int(status["updates"]),
-                "weights_version": version, "eval_return": result["mean_return"],
-                "eval_success_rate": result["success_rate"], "episodes": result["episodes"],
+                "weights_version": version, **eval_figures(result), "episodes": result["episodes"],
                 "returns": result["returns"], "eval_s": self.seconds[-1]}
 
     def stats(self) -> dict[str, Any]:
