@@ -61,8 +61,9 @@ def test_the_async_actor_plans_on_the_published_ensemble(tmp_path: Path, budget_
                          f"agent.act.budget_ms={budget_ms}",
                          f"trainer.total_steps={total}", f"run_dir={run}"), run)
     check_nothing_lost(run, total, stats)
-    # the first fit is at step 100 and published with the next weights; plans follow it
-    assert 0 < stats["plans"] < total - 100
+    # the first fit is at step 100 and published with the next weights; plans follow it (at
+    # most every tick from step 100 on, when the fit is published at once)
+    assert 0 < stats["plans"] <= total - 100
     assert stats["plan_overruns"] == stats["plan_fallbacks"]
     if all_fall_back:
         assert stats["plan_fallbacks"] == stats["plans"]
